@@ -1,0 +1,3 @@
+"""meshproxy: Istio's data plane in Python."""
+
+__version__ = "0.1.0"

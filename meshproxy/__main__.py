@@ -1,0 +1,7 @@
+"""``python -m meshproxy`` is the ``meshproxy`` console script."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

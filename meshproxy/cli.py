@@ -1,0 +1,191 @@
+"""``meshproxy``: the console script.
+
+Modes::
+
+    meshproxy demo                      a whole Bookinfo mesh on this machine
+    meshproxy sidecar --config PATH ... a sidecar's outbound listener (explicit mode)
+    meshproxy gateway --config PATH ... an ingress/egress gateway
+    meshproxy validate PATH ...         load and compile, print every problem
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .admin.server import VERSION
+
+log = logging.getLogger("meshproxy")
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``app=x,version=v1`` → ``{"app": "x", "version": "v1"}``."""
+    labels: dict[str, str] = {}
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key:
+            raise argparse.ArgumentTypeError(f"label {part!r} is not key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", action="append", required=True, metavar="PATH",
+                   help="a YAML file or a directory of them (repeatable)")
+    p.add_argument("--mesh-config", metavar="FILE", help="MeshConfig YAML (overrides the istio ConfigMap)")
+    p.add_argument("--outbound-traffic-policy", choices=["ALLOW_ANY", "REGISTRY_ONLY"],
+                   help="override MeshConfig outboundTrafficPolicy.mode")
+    p.add_argument("--admin-port", type=int, default=15000)
+    p.add_argument("--admin-bind", default="127.0.0.1")
+    p.add_argument("--codec", choices=["httptools", "h11"], default="httptools",
+                   help="HTTP/1.1 codec (h11 is the slower reference implementation)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="meshproxy", description="Istio's data plane in Python")
+    parser.add_argument("--version", action="version", version=f"meshproxy {VERSION}")
+    sub = parser.add_subparsers(dest="mode", required=True)
+
+    side = sub.add_parser("sidecar", help="run a sidecar's outbound HTTP listener (explicit mode)")
+    _common(side)
+    side.add_argument("--namespace", default="default")
+    side.add_argument("--labels", type=parse_labels, default={}, metavar="K=V,...")
+    side.add_argument("--outbound-port", type=int, default=15001)
+    side.add_argument("--bind", default="127.0.0.1")
+
+    gw = sub.add_parser("gateway", help="run an ingress or egress gateway")
+    _common(gw)
+    gw.add_argument("--namespace", default="istio-system")
+    gw.add_argument("--labels", type=parse_labels, default={"istio": "ingressgateway"}, metavar="K=V,...")
+    gw.add_argument("--bind", default="0.0.0.0", help="address the Gateway ports listen on")
+    gw.add_argument("--port-offset", type=int, default=0, help="add this to every Gateway port (run unprivileged)")
+
+    val = sub.add_parser("validate", help="load and compile config, print every problem")
+    val.add_argument("paths", nargs="+")
+    val.add_argument("--mesh-config", metavar="FILE")
+
+    demo = sub.add_parser("demo", help="run the Bookinfo mesh locally")
+    demo.add_argument("--config-dir", type=Path, default=None, help="Bookinfo config directory")
+    demo.add_argument("--reviews", type=Path, default=None, help="a VirtualService file that replaces virtual-service-reviews.yaml")
+    demo.add_argument("--port", type=int, default=8080, help="ingress gateway port")
+    demo.add_argument("--bind", default="127.0.0.1")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.mode == "validate":
+        return validate(args.paths, args.mesh_config)
+    if args.mode == "demo":
+        from .demo.runner import default_config_dir, run_demo
+
+        return run_demo(args.config_dir or default_config_dir(), args.reviews, gateway_port=args.port, bind=args.bind)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    return run_proxy(args)
+
+
+def validate(paths: Sequence[str], mesh_config: str | None) -> int:
+    """Load, validate and compile; print every issue with file, document and field."""
+    from .config.compile import CompileOptions, compile_snapshot
+    from .config.loader import load_paths
+    from .core.snapshot import ProxyInfo
+
+    config = load_paths(list(paths), mesh_config)
+    for issue in config.issues:
+        print(f"{issue.severity}: {issue}")
+    if config.errors:
+        print(f"{len(config.errors)} error(s)", file=sys.stderr)
+        return 1
+    try:
+        snap = compile_snapshot(config, ProxyInfo("sidecar", "default", {}), CompileOptions())
+    except Exception as exc:  # a compile bug must still name what it was doing
+        print(f"error: compiling failed: {exc}")
+        return 1
+    for warning in snap.dump.get("warnings", []):
+        print(f"warning: {warning}")
+    n_routes = sum(len(vh.routes) for t in snap.route_tables.values() for vh in t.virtual_hosts)
+    print(
+        f"ok: {sum(len(getattr(config, k)) for k in ('virtual_services', 'destination_rules', 'gateways', 'service_entries', 'services', 'pods', 'workload_entries'))} documents, "
+        f"{len(snap.route_tables)} route tables, {n_routes} routes, {len(snap.clusters)} clusters"
+    )
+    return 0
+
+
+def load_snapshot(args: argparse.Namespace, version: int = 1):  # type: ignore[no-untyped-def]
+    from .config.compile import CompileOptions, compile_snapshot
+    from .config.loader import ConfigError, load_paths
+    from .core.snapshot import ProxyInfo
+
+    config = load_paths(args.config, args.mesh_config)
+    for issue in config.warnings:
+        log.warning("%s", issue)
+    if config.errors:
+        raise ConfigError(config.errors)
+    proxy = ProxyInfo(args.mode, args.namespace, args.labels)
+    options = CompileOptions(
+        outbound_port=getattr(args, "outbound_port", 15001),
+        bind=args.bind,
+        port_offset=getattr(args, "port_offset", 0),
+        outbound_traffic_policy=args.outbound_traffic_policy,
+    )
+    snap = compile_snapshot(config, proxy, options, version=version)
+    for warning in snap.dump.get("warnings", []):
+        log.warning("%s", warning)
+    return snap
+
+
+def run_proxy(args: argparse.Namespace) -> int:
+    from .config.loader import ConfigError
+
+    try:
+        snapshot = load_snapshot(args)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(f"error: {issue}", file=sys.stderr)
+        return 1
+    try:
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
+        runner = asyncio.run
+    return runner(_serve(args, snapshot))
+
+
+async def _serve(args: argparse.Namespace, snapshot) -> int:  # type: ignore[no-untyped-def]
+    from .admin.server import AdminServer
+    from .transport.server import ProxyServer, ProxyState
+
+    state = ProxyState(snapshot, codec=args.codec)
+    proxy = ProxyServer(state)
+    stop = asyncio.Event()
+    admin = AdminServer(proxy, args.admin_bind, args.admin_port, stop.set)
+    try:
+        await admin.start()
+        await proxy.start()
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        await proxy.close()
+        await admin.close()
+        return 1
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("%s ready: %d listener(s), admin on %s:%d", args.mode, len(proxy.listening), args.admin_bind, args.admin_port)
+    await stop.wait()
+    await proxy.close()
+    await admin.close()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

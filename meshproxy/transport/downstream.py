@@ -1,0 +1,238 @@
+"""The client side: one ``DownstreamConnection`` per accepted TCP connection.
+
+It feeds bytes to the HTTP/1 codec and turns the codec's callbacks into
+``ProxyStream``s, one at a time.  Pipelined requests are queued (with their
+bodies) and reading pauses until the current response is done, so a client
+can never make the proxy buffer more than one request ahead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ..core import local_reply
+from ..protocols.events import Headers, ProtocolError, RequestHead
+from .stream import ProxyStream
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..core.snapshot import ListenerSpec
+    from .server import ProxyState
+
+log = logging.getLogger("meshproxy.downstream")
+
+_PAUSE_STREAM = 1
+_PAUSE_PIPELINE = 2
+_PAUSE_WRITE = 4
+
+
+class _Queued:
+    """A pipelined request waiting for the one before it to finish."""
+
+    __slots__ = ("head", "chunks", "ended", "trailers")
+
+    def __init__(self, head: RequestHead) -> None:
+        self.head = head
+        self.chunks: list[bytes] = []
+        self.ended = False
+        self.trailers: Headers | None = None
+
+
+class DownstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "state",
+        "listener",
+        "transport",
+        "codec",
+        "stream",
+        "queue",
+        "closed",
+        "peer_ip",
+        "paused",
+        "draining",
+        "write_paused",
+        "errored",
+    )
+
+    def __init__(self, state: "ProxyState", listener: "ListenerSpec") -> None:
+        self.state = state
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.codec = state.server_codec(self)
+        self.stream: ProxyStream | None = None
+        self.queue: deque[_Queued] = deque()
+        self.closed = False
+        self.peer_ip = ""
+        self.paused = 0
+        self.draining = False
+        self.write_paused = False
+        self.errored = False
+
+    # -- asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        transport.set_write_buffer_limits(high=64 * 1024)  # type: ignore[attr-defined]
+        peer = transport.get_extra_info("peername")
+        if peer:
+            self.peer_ip = peer[0]
+        self.state.connection_opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.codec.feed(data)
+
+    def eof_received(self) -> bool:
+        self.codec.feed_eof()
+        # Keep the write side open while a response is in flight (half-close).
+        return self.stream is not None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.state.connection_closed(self)
+        stream = self.stream
+        self.stream = None
+        if stream is not None:
+            stream.downstream_lost()
+        self.queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        stream = self.stream
+        if stream is not None and stream.upstream is not None and stream.upstream.transport is not None:
+            stream.upstream.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        stream = self.stream
+        if stream is not None and stream.upstream is not None and stream.upstream.transport is not None:
+            stream.upstream.transport.resume_reading()
+
+    # -- RequestHandler (called by the codec)
+    def on_request_head(self, head: RequestHead) -> None:
+        if self.stream is None and not self.queue:
+            stream = ProxyStream(self, head)
+            self.stream = stream
+            stream.start()
+        else:
+            self.queue.append(_Queued(head))
+            self._pause(_PAUSE_PIPELINE)
+
+    def on_request_data(self, data: bytes) -> None:
+        if self.queue:
+            self.queue[-1].chunks.append(data)
+        elif self.stream is not None:
+            self.stream.request_data(data)
+
+    def on_request_end(self, trailers: Headers | None) -> None:
+        if self.queue:
+            q = self.queue[-1]
+            q.ended = True
+            q.trailers = trailers
+        elif self.stream is not None:
+            self.stream.request_end(trailers)
+
+    def on_protocol_error(self, error: ProtocolError) -> None:
+        """Malformed input: answer with Envoy's status (if no response started) and close."""
+        if self.errored:
+            return
+        self.errored = True
+        self.state.protocol_errors += 1
+        log.info("downstream protocol error from %s: %s %s", self.peer_ip, error.status, error.details)
+        self.queue.clear()
+        stream = self.stream
+        if stream is not None and not stream.done:
+            if stream.response_started:
+                # Mid-request with the response already flowing: cut the connection.
+                stream.downstream_lost()
+                self.abort()
+                return
+            stream.downstream_lost()
+            self.stream = None
+        if self.transport is None or self.closed:
+            return
+        reply = local_reply.render(
+            error.status,
+            _error_body(error.status),
+            self.state.snapshot.proxy.server_header,
+            self.state.date(),
+            close=True,
+        )
+        self.transport.write(reply)
+        self.transport.close()
+
+    # -- used by ProxyStream
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed:
+            transport.write(data)
+
+    def writelines(self, parts: list[bytes]) -> None:
+        transport = self.transport
+        if transport is not None and not self.closed:
+            transport.writelines(parts)
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pause_reading_for(self, stream: ProxyStream) -> None:
+        self._pause(_PAUSE_STREAM)
+
+    def resume_reading_for(self, stream: ProxyStream) -> None:
+        self._resume(_PAUSE_STREAM)
+
+    def stream_done(self, stream: ProxyStream, keep_alive: bool) -> None:
+        if self.stream is stream:
+            self.stream = None
+        if self.paused & _PAUSE_STREAM:
+            self._resume(_PAUSE_STREAM)
+        if self.closed:
+            return
+        if not keep_alive or self.errored:
+            self.queue.clear()
+            if self.transport is not None:
+                self.transport.close()
+            return
+        if self.draining:
+            self.transport.close()  # type: ignore[union-attr]
+            return
+        self._next()
+
+    def _next(self) -> None:
+        while self.queue and self.stream is None and not self.closed:
+            q = self.queue.popleft()
+            stream = ProxyStream(self, q.head)
+            stream.preload(q.chunks, q.ended, q.trailers)
+            self.stream = stream
+            stream.start()
+        if not self.queue:
+            self._resume(_PAUSE_PIPELINE)
+
+    def _pause(self, reason: int) -> None:
+        if not self.paused and self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+        self.paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if not self.paused & reason:
+            return
+        self.paused &= ~reason
+        if not self.paused and self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def close_if_idle(self) -> bool:
+        """Drain: close now when no request is in flight; otherwise after the current response."""
+        self.draining = True
+        if self.stream is None and not self.queue and self.transport is not None:
+            self.transport.close()
+            return True
+        return False
+
+
+_ERROR_BODIES: dict[int, bytes] = {}
+
+
+def _error_body(status: int) -> bytes:
+    """Envoy's codec-error replies carry no body (the details go to the access log)."""
+    return _ERROR_BODIES.get(status, b"")

@@ -1,0 +1,160 @@
+"""The running proxy: shared state for all connections, and the listeners.
+
+``ProxyState`` is what every connection reads: the current ``Snapshot``
+(swapped as one reference on reload), the upstream pool, the random source,
+the cached ``date`` header and the codec factories.  ``ProxyServer`` opens one
+listener per ``ListenerSpec`` of the snapshot.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import fcntl
+import logging
+import random
+import socket
+import struct
+import time
+from email.utils import formatdate
+from typing import Any, Callable
+
+from ..core.endpoints import Endpoint
+from ..core.snapshot import ListenerSpec, Snapshot
+from .downstream import DownstreamConnection
+from .upstream import UpstreamPool
+
+log = logging.getLogger("meshproxy.server")
+
+
+def codec_factories(name: str) -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """(server codec factory, client codec factory) for ``httptools`` (default) or ``h11``."""
+    if name == "h11":
+        from ..protocols import h11_codec as mod
+    else:
+        from ..protocols import http1 as mod  # type: ignore[no-redef]
+    return mod.ServerCodec, mod.ClientCodec
+
+
+def local_ipv4_address() -> str:
+    """The first non-loopback IPv4 address of this host (what Envoy's local_info uses)."""
+    try:
+        names = socket.if_nameindex()
+    except OSError:
+        names = []
+    for _, name in names:
+        if name == "lo":
+            continue
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                packed = fcntl.ioctl(s.fileno(), 0x8915, struct.pack("256s", name[:15].encode()))  # SIOCGIFADDR
+            address = socket.inet_ntoa(packed[20:24])
+        except OSError:
+            continue
+        if not address.startswith("127."):
+            return address
+    return "127.0.0.1"
+
+
+_ = array  # keep the import list honest for platforms without fcntl ioctl
+
+
+class ProxyState:
+    """Everything the data path shares across connections."""
+
+    def __init__(self, snapshot: Snapshot, *, codec: str = "httptools", rng: random.Random | None = None) -> None:
+        self.snapshot = snapshot
+        self.loop = asyncio.get_event_loop()
+        server_codec, client_codec = codec_factories(codec)
+        self.server_codec: Callable[[Any], Any] = server_codec
+        self.pool = UpstreamPool(client_codec)
+        self.rng = rng or random.Random()
+        self.randrange = self.rng.randrange
+        self._date = b""
+        self._date_second = -1
+        self._local_ip = local_ipv4_address().encode()
+        self._passthrough: dict[tuple[str, int], Endpoint] = {}
+        self.connections: set[DownstreamConnection] = set()
+        self.protocol_errors = 0
+        self.requests_total = 0
+        self.started = time.time()
+
+    def date(self) -> bytes:
+        """The ``date`` header value, formatted once per second."""
+        now = int(time.time())
+        if now != self._date_second:
+            self._date_second = now
+            self._date = formatdate(now, usegmt=True).encode()
+        return self._date
+
+    def xff_address(self, peer_ip: str) -> bytes:
+        """The address a gateway appends to x-forwarded-for.
+
+        Envoy (use_remote_address) appends the peer address, except that a
+        loopback peer is replaced by this host's own address.
+        """
+        if peer_ip.startswith("127.") or peer_ip == "::1" or not peer_ip:
+            return self._local_ip
+        return peer_ip.encode()
+
+    def passthrough_endpoint(self, host: str, port: int) -> Endpoint:
+        """The endpoint for PassthroughCluster: the host the client named."""
+        key = (host, port)
+        ep = self._passthrough.get(key)
+        if ep is None:
+            if len(self._passthrough) > 4096:
+                self._passthrough.clear()
+            address = host[1:-1] if host.startswith("[") else host
+            ep = self._passthrough[key] = Endpoint(address, port)
+        return ep
+
+    def connection_opened(self, conn: DownstreamConnection) -> None:
+        self.connections.add(conn)
+
+    def connection_closed(self, conn: DownstreamConnection) -> None:
+        self.connections.discard(conn)
+
+    def on_stream_complete(self, stream: Any) -> None:
+        self.requests_total += 1
+
+
+class ProxyServer:
+    """Opens the snapshot's listeners and serves them until closed."""
+
+    def __init__(self, state: ProxyState) -> None:
+        self.state = state
+        self.servers: list[asyncio.AbstractServer] = []
+        self.listening: list[ListenerSpec] = []
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        state = self.state
+        for spec in state.snapshot.listeners:
+
+            def factory(spec: ListenerSpec = spec) -> DownstreamConnection:
+                return DownstreamConnection(state, spec)
+
+            server = await loop.create_server(factory, spec.bind, spec.port, backlog=2048, reuse_address=True)
+            self.servers.append(server)
+            self.listening.append(spec)
+            log.info("listening on %s:%d (%s)", spec.bind, spec.port, spec.name)
+
+    @property
+    def ready(self) -> bool:
+        return bool(self.servers) and all(s.is_serving() for s in self.servers)
+
+    def swap(self, snapshot: Snapshot) -> None:
+        """Publish a new snapshot: requests already routed keep the objects they hold."""
+        self.state.snapshot = snapshot
+
+    async def close(self) -> None:
+        for server in self.servers:
+            server.close()
+        for conn in list(self.state.connections):
+            conn.close_if_idle()
+        for server in self.servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 1.0)
+            except asyncio.TimeoutError:
+                pass
+        self.state.pool.close_all()
