@@ -17,6 +17,8 @@ Requests steer it with headers (all optional):
 ``x-backend-size``       answer with this many bytes of ``x`` (streamed in 64 KiB pieces)
 ``x-backend-close``      close the connection without answering
 
+A request with ``Expect: 100-continue`` gets ``100 Continue`` before its body is read.
+
 ``GET /__backend/count`` answers with the number of requests served.
 
 Run as ``python -m tests.support.backend --name NAME --port PORT``.
@@ -66,6 +68,9 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, na
             while True:
                 ev = conn.next_event()
                 if ev is h11.NEED_DATA:
+                    if conn.they_are_waiting_for_100_continue:
+                        # What a real server does for ``Expect: 100-continue``.
+                        writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
                     data = await reader.read(65536)
                     if not data:
                         return
