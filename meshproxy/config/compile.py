@@ -464,11 +464,8 @@ def _compile_route(vs: _VS, rule: Any, rule_index: int, match: RouteMatch | None
         if code is None:
             ctx.warnings.append(f"{vs.ref}: redirectCode {r.redirect_code} unsupported; route dropped")
             return None
-        prefix_rewrite = None
-        path = r.uri
-        if path is not None and match is not None and match.is_prefix:
-            prefix_rewrite, path = path, None
-        red = Redirect(path, prefix_rewrite, r.authority, r.scheme, r.port, r.derive_port, code)
+        # Istio's ApplyRedirect always sets path_redirect (the whole path), whatever the match.
+        red = Redirect(r.uri, None, r.authority, r.scheme, r.port, r.derive_port, code)
         return Route(name, match, REDIRECT, redirect=red, request_headers=req_plan, response_headers=resp_plan, source=source)
     if rule.direct_response is not None:
         dr = rule.direct_response

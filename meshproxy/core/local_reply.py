@@ -77,7 +77,8 @@ def render(
     * a body: ``content-length``, ``content-type: text/plain``, ``date``, ``server``;
     * a body and route response headers: ``content-type`` (the route's if it
       sets one), the route's headers, ``content-length``, ``date``, ``server``;
-    * ``connection: close`` last when the connection closes afterwards.
+    * ``connection: close`` when the connection closes afterwards: last after a
+      body, before ``content-length: 0`` without one.
 
     ``extra`` is what the reply itself adds (a redirect's ``location``);
     ``route_headers`` the route's response header edits, already applied.
@@ -102,6 +103,9 @@ def render(
             for k, v in route_headers:
                 parts.append(k + b": " + v + b"\r\n")
         parts.append(b"date: " + date + b"\r\nserver: " + server + b"\r\n")
+        if close:
+            parts.append(b"connection: close\r\n")
+            close = False
         if status not in (204, 304):
             parts.append(b"content-length: 0\r\n")
     if close:

@@ -32,3 +32,33 @@ def retries_connect_failure(policy: RetryPolicy) -> bool:
     return policy.num_retries > 0 and (
         "connect-failure" in on or "reset" in on or "5xx" in on or "gateway-error" in on or "reset-before-request" in on
     )
+
+
+#: gRPC status codes named by retryOn (grpc-status values).
+_GRPC_RETRY_ON = {"cancelled": b"1", "deadline-exceeded": b"4", "resource-exhausted": b"8", "internal": b"13", "unavailable": b"14"}
+
+
+def retriable_response(policy: RetryPolicy, status: int, grpc_status: bytes | None) -> bool:
+    """Whether a response head is retried under ``policy`` (Envoy's ``x-envoy-retry-on`` semantics)."""
+    on = policy.retry_on
+    if policy.num_retries <= 0 or not on:
+        return False
+    if status >= 500 and "5xx" in on:
+        return True
+    if status in (502, 503, 504) and "gateway-error" in on:
+        return True
+    if status == 409 and "retriable-4xx" in on:
+        return True
+    if status in policy.retriable_status_codes and "retriable-status-codes" in on:
+        return True
+    if grpc_status is not None:
+        for name, code in _GRPC_RETRY_ON.items():
+            if name in on and grpc_status == code:
+                return True
+    return False
+
+
+def retries_reset(policy: RetryPolicy) -> bool:
+    """Whether a connection reset before any response byte is retried (``reset`` or ``5xx``)."""
+    on = policy.retry_on
+    return policy.num_retries > 0 and ("reset" in on or "5xx" in on or "reset-before-request" in on)

@@ -54,6 +54,7 @@ class DownstreamConnection(asyncio.Protocol):
         "draining",
         "write_paused",
         "errored",
+        "eof",
     )
 
     def __init__(self, state: "ProxyState", listener: "ListenerSpec") -> None:
@@ -69,6 +70,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.draining = False
         self.write_paused = False
         self.errored = False
+        self.eof = False
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -83,6 +85,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.codec.feed(data)
 
     def eof_received(self) -> bool:
+        self.eof = True
         self.codec.feed_eof()
         # Keep the write side open while a response is in flight (half-close).
         return self.stream is not None
@@ -153,7 +156,7 @@ class DownstreamConnection(asyncio.Protocol):
             return
         reply = local_reply.render(
             error.status,
-            _error_body(error.status),
+            _error_body(error),
             self.state.snapshot.proxy.server_header,
             self.state.date(),
             close=True,
@@ -189,7 +192,7 @@ class DownstreamConnection(asyncio.Protocol):
             self._resume(_PAUSE_STREAM)
         if self.closed:
             return
-        if not keep_alive or self.errored:
+        if not keep_alive or self.errored or self.eof:
             self.queue.clear()
             if self.transport is not None:
                 self.transport.close()
@@ -230,9 +233,8 @@ class DownstreamConnection(asyncio.Protocol):
         return False
 
 
-_ERROR_BODIES: dict[int, bytes] = {}
-
-
-def _error_body(status: int) -> bytes:
-    """Envoy's codec-error replies carry no body (the details go to the access log)."""
-    return _ERROR_BODIES.get(status, b"")
+def _error_body(error: ProtocolError) -> bytes:
+    """Envoy's codec-error replies carry the status text as body; a missing Host gets none."""
+    if error.details == "missing_host_header":
+        return b""
+    return local_reply.status_line(error.status)[13:-2]

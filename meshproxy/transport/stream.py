@@ -17,16 +17,16 @@ has been sent upstream at that point, so the buffered body is intact.
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import TYPE_CHECKING
 
 from ..core import local_reply
 from ..core.balancer import compute_hash
 from ..core.endpoints import Endpoint
 from ..core.headers import HOP_BY_HOP
+from ..core.ids import new_request_id
 from ..core.local_reply import LocalReply, status_line
 from ..core.request import BadTarget, RequestContext, split_target
-from ..core.retry import backoff_seconds, retries_connect_failure
+from ..core.retry import backoff_seconds, retriable_response, retries_connect_failure, retries_reset
 from ..core.router import decide, redirect_location
 from ..core.snapshot import DIRECT_RESPONSE, ORIGINAL_DST, REDIRECT, Cluster, Route, WeightedDestination
 from ..protocols.events import Headers, ProtocolError, RequestHead, ResponseHead
@@ -65,8 +65,20 @@ _INTERNAL_ONLY = frozenset(
         b"x-envoy-attempt-count",
     }
 )
-_EDGE_STRIP = _INTERNAL_ONLY | {b"x-forwarded-client-cert", b"x-envoy-decorator-operation", b"x-envoy-downstream-service-cluster", b"x-envoy-downstream-service-node", b"x-request-id", b"x-envoy-external-address"}
+_INTERNAL_ONLY = _INTERNAL_ONLY | {b"x-forwarded-client-cert"}  # SANITIZE, Envoy's default on a sidecar
+_EDGE_STRIP = _INTERNAL_ONLY | {b"x-envoy-decorator-operation", b"x-envoy-downstream-service-cluster", b"x-envoy-downstream-service-node"}
+#: Set by the proxy itself when it rewrites; a client's values are dropped.
+_ORIGINAL_HEADERS = frozenset({b"x-envoy-original-path", b"x-envoy-original-host"})
 _ATTEMPT_SLOT = (b"x-envoy-attempt-count", b"")
+
+
+def _host_header(headers: Headers) -> str:
+    """The Host value; several Host lines are joined with ``,`` as Envoy joins them (so no vhost matches)."""
+    found: bytes | None = None
+    for k, v in headers:
+        if k == b"host":
+            found = v if found is None else found + b"," + v
+    return found.decode("latin-1") if found is not None else ""
 
 
 class ProxyStream:
@@ -104,6 +116,7 @@ class ProxyStream:
         "request_body_bytes",
         "response_body_bytes",
         "upstream_keep_alive",
+        "pipelined",
     )
 
     def __init__(self, down: "DownstreamConnection", head: RequestHead) -> None:
@@ -140,6 +153,7 @@ class ProxyStream:
         self.request_body_bytes = 0
         self.response_body_bytes = 0
         self.upstream_keep_alive = True
+        self.pipelined = False
 
     # ------------------------------------------------------------------ decode path
     def preload(self, chunks: list[bytes], ended: bool, trailers: Headers | None) -> None:
@@ -149,6 +163,8 @@ class ProxyStream:
         self.request_body_bytes = self.pending_size
         self.request_ended = ended
         self.request_trailers = trailers
+        #: Envoy closes the connection after a local reply to a request that waited behind another.
+        self.pipelined = True
 
     def start(self) -> None:
         state = self.state
@@ -161,8 +177,7 @@ class ProxyStream:
             return
         authority = abs_authority
         if authority is None:
-            host = head.get(b"host")
-            authority = host.decode("latin-1") if host is not None else ""
+            authority = _host_header(head.headers)
         req = RequestContext(head.method, path, query, authority, "http", head.headers, self.down.peer_ip)
         self.req = req
         snapshot = state.snapshot
@@ -182,7 +197,7 @@ class ProxyStream:
         if route.action == REDIRECT:
             location = redirect_location(route.redirect, route, req, listener.port)  # type: ignore[arg-type]
             extra = [(b"location", location.encode("latin-1"))]
-            self.local_reply(LocalReply(route.redirect.code, b"", "via_upstream", "-"), route=route, extra=extra)  # type: ignore[union-attr]
+            self.local_reply(LocalReply(route.redirect.code, b"", "direct_response", "-"), route=route, extra=extra)  # type: ignore[union-attr]
             return
         if route.action == DIRECT_RESPONSE:
             self.local_reply(LocalReply(route.direct_status, route.direct_body, "direct_response", "-"), route=route)
@@ -227,6 +242,8 @@ class ProxyStream:
         has_request_id = False
         has_proto = False
         has_xff = False
+        has_external = False
+        peer = self.down.peer_ip
         for k, v in head.headers:
             if k in drop:
                 if k == b"connection":
@@ -240,28 +257,40 @@ class ProxyStream:
             if k in strip or k == b"host":
                 continue
             if k == b"x-request-id":
+                if has_request_id:
+                    continue
                 has_request_id = True
+                if edge or not v:
+                    # The edge does not trust a client's id; an empty one is replaced anywhere.
+                    v = new_request_id()
             elif k == b"x-forwarded-proto":
                 has_proto = True
                 if edge:
                     v = b"http"
             elif k == b"x-forwarded-for" and edge:
                 has_xff = True
-                v = v + b"," + state.xff_address(self.down.peer_ip)
-            elif k == b"x-envoy-original-path" and original is not None:
+                v = v + b"," + state.xff_address(peer)
+            elif k == b"x-envoy-external-address" and edge:
+                if has_external:
+                    continue
+                has_external = True
+                v = peer.encode()
+            elif k in _ORIGINAL_HEADERS:
                 continue
             append((k, v))
         if edge and not has_xff:
-            append((b"x-forwarded-for", state.xff_address(self.down.peer_ip)))
+            append((b"x-forwarded-for", state.xff_address(peer)))
         if not has_proto:
             append((b"x-forwarded-proto", b"http"))
-        if edge:
-            append((b"x-envoy-external-address", self.down.peer_ip.encode()))
+        if edge and not has_external:
+            append((b"x-envoy-external-address", peer.encode()))
         if not has_request_id:
-            append((b"x-request-id", str(uuid.uuid4()).encode()))
+            append((b"x-request-id", new_request_id()))
+        append(_ATTEMPT_SLOT)
+        if route.host_rewrite:
+            append((b"x-envoy-original-host", req.authority.encode("latin-1")))
         if original is not None:
             append((b"x-envoy-original-path", original))
-        append(_ATTEMPT_SLOT)
         if route.request_headers is not None:
             headers = route.request_headers.apply(headers)
         if dest.request_headers is not None:
@@ -322,6 +351,17 @@ class ProxyStream:
         retried = self.attempts > 1
         flags = "URX,UF" if retried else "UF"
         self.local_reply(local_reply.upstream_failure(reason, retried=retried, flags=flags, details="upstream_reset_before_response_started{remote_connection_failure}"))
+
+    def _retry_after_failure(self, conn: UpstreamConnection | None) -> None:
+        """Drop the current attempt's connection and schedule the next attempt."""
+        if conn is not None:
+            self._release_upstream(conn, reusable=False)
+        if self.endpoint is not None:
+            self.tried.append(self.endpoint)
+        route = self.route
+        assert route is not None
+        delay = backoff_seconds(route.retry, self.attempts, self.state.randrange)
+        self.retry_handle = self.state.loop.call_later(delay, self._retry)
 
     def _retry(self) -> None:
         self.retry_handle = None
@@ -403,6 +443,18 @@ class ProxyStream:
             if status == 100 and not self.response_started:
                 down.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
+        route = self.route
+        if (
+            route is not None
+            and route.retry.num_retries > 0
+            and self.attempts <= route.retry.num_retries
+            and not self.head.has_body
+            and retriable_response(route.retry, status, rh.get(b"grpc-status"))
+            and self.upstream is not None
+        ):
+            # Discard this answer (and its connection) and try again, as Envoy's router does.
+            self._retry_after_failure(self.upstream)
+            return
         self.status = status
         self.response_started = True
         self.upstream_keep_alive = rh.keep_alive
@@ -424,7 +476,6 @@ class ProxyStream:
                 has_date = True
             out.append((k, v))
         out.append((b"x-envoy-upstream-service-time", b"%d" % elapsed_ms))
-        route = self.route
         dest = self.dest
         if route is not None and route.response_headers is not None:
             out = route.response_headers.apply(out)
@@ -492,26 +543,47 @@ class ProxyStream:
             self.down.abort()
             self._complete(aborted=True)
             return
+        if self._may_retry_reset():
+            self._retry_after_failure(None)
+            return
         self.local_reply(
             local_reply.upstream_failure("connection termination", retried=self.attempts > 1, flags="UC",
                                          details="upstream_reset_before_response_started{connection_termination}")
         )
 
     def upstream_protocol_error(self, conn: UpstreamConnection, error: ProtocolError) -> None:
+        """The upstream sent something unparseable, or closed mid-response."""
         if self.upstream is conn:
             self.upstream = None
             if self.endpoint is not None:
                 self.endpoint.active_requests -= 1
         if self.done:
             return
+        termination = "connection_termination" in error.details
         if self.response_started:
-            self.flags = "UPE"
+            self.flags = "UC" if termination else "UPE"
             self.down.abort()
             self._complete(aborted=True)
             return
-        self.local_reply(
-            local_reply.upstream_failure("protocol error", retried=self.attempts > 1, flags="UPE",
-                                         details="upstream_reset_before_response_started{protocol_error}")
+        if termination and self._may_retry_reset():
+            self._retry_after_failure(None)
+            return
+        if termination:
+            reply = local_reply.upstream_failure("connection termination", retried=self.attempts > 1, flags="UC",
+                                                 details=error.details)
+        else:
+            reply = local_reply.upstream_failure("protocol error", retried=self.attempts > 1, flags="UPE",
+                                                 details=error.details)
+            reply.status = error.status if error.status >= 500 else 502
+        self.local_reply(reply)
+
+    def _may_retry_reset(self) -> bool:
+        route = self.route
+        return (
+            route is not None
+            and retries_reset(route.retry)
+            and self.attempts <= route.retry.num_retries
+            and not self.head.has_body
         )
 
     def downstream_lost(self) -> None:
@@ -549,7 +621,8 @@ class ProxyStream:
             close = True
         if self.down.draining:
             close = True
-        self.keep_alive = self.keep_alive and not close
+        # A request that waited behind another: Envoy closes after the reply, without saying so.
+        self.keep_alive = self.keep_alive and not close and not self.pipelined
         state = self.state
         self.response_started = True
         data = local_reply.render(

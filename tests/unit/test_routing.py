@@ -424,7 +424,8 @@ def test_redirect_location() -> None:
         assert d.route.action == REDIRECT
         return d.route.redirect.code, redirect_location(d.route.redirect, d.route, r, 15001)
 
-    assert loc("/old/x?a=1") == (301, "http://other.example.com/new/x?a=1")
+    # Istio sets path_redirect: the whole path is replaced even on a prefix match; the query stays.
+    assert loc("/old/x?a=1") == (301, "http://other.example.com/new?a=1")
     assert loc("/https") == (308, "https://reviews:9080/https")
     assert loc("/port") == (301, "http://reviews:8443/p")
     assert loc("/derive") == (301, "http://reviews:15001/d")
@@ -559,3 +560,15 @@ def test_split_host_port() -> None:
     assert split_host_port("Reviews:9080") == ("reviews", 9080)
     assert split_host_port("[::1]:80") == ("[::1]", 80)
     assert split_host_port("example.com.") == ("example.com", None)
+
+
+def test_request_ids_are_unique_uuid4() -> None:
+    import uuid
+
+    from meshproxy.core.ids import new_request_id
+
+    ids = {new_request_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    for rid in list(ids)[:200]:
+        u = uuid.UUID(rid.decode())
+        assert u.version == 4 and u.variant == uuid.RFC_4122 and str(u).encode() == rid
