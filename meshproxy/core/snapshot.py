@@ -186,6 +186,7 @@ class Route:
         "direct_status",
         "direct_body",
         "source",
+        "plain",
     )
 
     def __init__(
@@ -231,6 +232,11 @@ class Route:
         self.direct_status = direct_status
         self.direct_body = direct_body
         self.source = source
+        #: No rewrite and no request header edits: the transport's one-pass serializer applies.
+        self.plain = (
+            prefix_rewrite is None and path_rewrite is None and regex_rewrite is None
+            and host_rewrite is None and request_headers is None
+        )
 
     def pick(self, value: int) -> WeightedDestination:
         """The destination for ``value`` in ``[0, total_weight)`` (the caller draws it at random).

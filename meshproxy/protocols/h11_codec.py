@@ -39,6 +39,16 @@ __all__ = [
 ]
 
 _CL_LINE = re.compile(rb"^content-length[ \t]*:([^\n]*)$", re.IGNORECASE | re.MULTILINE)
+_TE_LINE = re.compile(rb"^transfer-encoding:[ \t]*(.*?)[ \t]*\r?$", re.IGNORECASE | re.MULTILINE)
+
+
+def _h11_headers(event: h11.Request | h11.Response | h11.InformationalResponse, head: bytes) -> Headers:
+    """h11's header list, with the Transfer-Encoding value as sent (h11 lower-cases it)."""
+    headers: Headers = [(bytes(name), bytes(value)) for name, value in event.headers]
+    if any(name == b"transfer-encoding" for name, _ in headers):
+        raw = iter(_TE_LINE.findall(head))
+        headers = [(name, next(raw)) if name == b"transfer-encoding" else (name, value) for name, value in headers]
+    return headers
 
 
 def _raw_content_length_ok(head: bytes) -> None:
@@ -76,7 +86,7 @@ def _request_via_h11(head: bytes, max_headers: int) -> RequestHead:
     if not rules.target_is_valid(target, method == b"CONNECT"):
         raise rules.codec_error()
     _raw_content_length_ok(head)
-    headers: Headers = [(bytes(name), bytes(value)) for name, value in event.headers]
+    headers = _h11_headers(event, head)
     if len(headers) > max_headers:
         raise ProtocolError(431, rules.TOO_MANY_HEADERS)
     return rules.finish_request(method, target, b"HTTP/" + bytes(event.http_version), headers)
@@ -101,7 +111,7 @@ def _response_via_h11(head: bytes, method: str, max_headers: int) -> tuple[Respo
         _raw_content_length_ok(head)
     except ProtocolError:
         raise rules.upstream_error(False) from None
-    headers: Headers = [(bytes(name), bytes(value)) for name, value in event.headers]
+    headers = _h11_headers(event, head)
     if len(headers) > max_headers:
         raise rules.upstream_error(False)
     return rules.finish_response(
@@ -209,6 +219,8 @@ class ServerCodec:
                 del buf[:used]
                 if payload:
                     handler.on_request_data(payload)
+                if self._decoder.error is not None:
+                    raise self._decoder.error
                 if done:
                     self._finish(self._decoder.trailers)
                 elif not used or not buf:
@@ -334,6 +346,8 @@ class ClientCodec:
                 del buf[:used]
                 if payload:
                     handler.on_response_data(payload)
+                if self._decoder.error is not None:
+                    raise self._decoder.error
                 if done:
                     self._finish(self._decoder.trailers)
                 elif not used or not buf:

@@ -510,7 +510,7 @@ def finish_response(
     else:
         mode = BODY_UNTIL_CLOSE
         keep_alive = False
-    head = ResponseHead(status, reason, version[5:].decode(), headers, keep_alive, chunked, content_length)
+    head = ResponseHead(status, reason.strip(b" \t"), version[5:].decode(), headers, keep_alive, chunked, content_length)
     return head, mode
 
 
@@ -558,7 +558,7 @@ class ChunkedDecoder:
     trailers follow the header-line rules and share the head size limit.
     """
 
-    __slots__ = ("_state", "_remaining", "_max_trailer_bytes", "trailers")
+    __slots__ = ("_state", "_remaining", "_max_trailer_bytes", "trailers", "error")
 
     SIZE, DATA, DATA_END, TRAILERS = range(4)
 
@@ -567,9 +567,21 @@ class ChunkedDecoder:
         self._remaining = 0
         self._max_trailer_bytes = max_trailer_bytes
         self.trailers: Headers | None = None
+        self.error: ProtocolError | None = None
 
     def feed(self, buf: bytes, pos: int) -> tuple[int, bytes, bool]:
+        """Decode from ``buf[pos:]``.  On a framing error after some payload in the same call,
+        that payload is returned and the error left in ``error`` for the caller to raise next."""
         out: list[bytes] = []
+        try:
+            return self._feed(buf, pos, out)
+        except ProtocolError as exc:
+            if not out:
+                raise
+            self.error = exc
+            return len(buf), b"".join(out), False
+
+    def _feed(self, buf: bytes, pos: int, out: list[bytes]) -> tuple[int, bytes, bool]:
         n = len(buf)
         while pos < n:
             state = self._state

@@ -56,8 +56,8 @@ _CLOSED = 6  # the last message said Connection: close; later bytes are ignored
 _DEAD = 7  # after a protocol error
 
 _METHOD_FIRST = frozenset(m[0] for m in rules.METHODS)
-_SPECIAL_REQUEST = frozenset((b"content-length", b"transfer-encoding", b"connection", b"upgrade"))
-_SPECIAL_RESPONSE = frozenset((b"transfer-encoding", b"connection", b"upgrade"))
+# headers the codec looks at; a request with any but Host takes the general (slower) path
+_WATCHED = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade"))
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)(?:[ \t;][^\r\n]*)?\r\n")
 _MAX_CHUNK_LINE = rules.MAX_CHUNK_LINE
 _MAX_CONTENT_LENGTH = rules.MAX_CONTENT_LENGTH
@@ -76,18 +76,17 @@ def _host_ok(host: bytes) -> bool:
 
 
 class _Collected:
-    """llhttp's callbacks for one head: the target and the header list (names lower-cased)."""
+    """llhttp's callbacks for one head: the target, the header list (names lower-cased) and the
+    few headers the codec itself must look at (``watched``).  Values keep llhttp's trailing
+    whitespace; the codec strips it afterwards, only when the head has any."""
 
-    __slots__ = ("url", "reason", "headers", "special", "special_names", "host", "content_length")
+    __slots__ = ("url", "reason", "headers", "watched")
 
-    def __init__(self, special_names: frozenset[bytes]) -> None:
-        self.special_names = special_names
+    def __init__(self) -> None:
         self.url = b""
         self.reason = b""
         self.headers: Headers = []
-        self.special = False
-        self.host: bytes | None = None
-        self.content_length: bytes | None = None
+        self.watched: Headers = []
 
     def on_url(self, url: bytes) -> None:
         self.url = url
@@ -97,17 +96,16 @@ class _Collected:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        value = value.rstrip(b" \t")
         self.headers.append((name, value))
-        if name in self.special_names:
-            self.special = True
-        if name == b"content-length":
-            self.content_length = value
-        elif name == b"host":
-            self.host = value if self.host is None else self.host + b"," + value
+        if name in _WATCHED:
+            self.watched.append((name, value))
 
     def on_headers_complete(self) -> None:
         pass
+
+
+def _strip_values(headers: Headers) -> Headers:
+    return [(k, v.rstrip(b" \t")) for k, v in headers]
 
 
 class _Framing:
@@ -213,7 +211,7 @@ class ServerCodec(_Framing):
     def __init__(self, handler: RequestHandler, *, max_header_bytes: int = rules.MAX_REQUEST_HEAD_BYTES, max_headers: int = rules.MAX_HEADERS) -> None:
         super().__init__(max_header_bytes, max_headers)
         self._handler = handler
-        self._col = _Collected(_SPECIAL_REQUEST)
+        self._col = _Collected()
         self._parser: HttpRequestParser | None = None
 
     def feed(self, data: bytes) -> None:
@@ -349,13 +347,12 @@ class ServerCodec(_Framing):
         parser = self._parser
         col = self._col
         if parser is None:
-            col = self._col = _Collected(_SPECIAL_REQUEST)
+            col = self._col = _Collected()
             parser = self._parser = HttpRequestParser(col)
         else:
+            col.url = b""
             col.headers = []
-            col.special = False
-            col.host = None
-            col.content_length = None
+            col.watched = []
         clean = True
         try:
             parser.feed_data(head)
@@ -368,14 +365,21 @@ class ServerCodec(_Framing):
         headers = col.headers
         if len(headers) > self._max_headers:
             raise ProtocolError(431, rules.TOO_MANY_HEADERS)
-        assert parser is not None
         method_b = parser.get_method()
         method = rules.METHODS.get(method_b)
         if method is None:
             raise rules.codec_error()
         url = col.url
-        if col.special or url[0] != 0x2F or method_b == b"CONNECT" or not parser.should_keep_alive():
-            # the general path: framing headers, odd targets, other versions
+        if not url:  # llhttp takes "CONNECT \r\n" as HTTP/0.9 with no target
+            self._parser = None
+            return rules.parse_request_head(head, self._max_headers)
+        if b" \r\n" in head or b"\t\r\n" in head:
+            headers = _strip_values(headers)
+            watched = _strip_values(col.watched)
+        else:
+            watched = col.watched
+        if len(watched) != 1 or watched[0][0] != b"host" or url[0] != 0x2F or method_b == b"CONNECT" or not parser.should_keep_alive():
+            # the general path: framing or connection headers, odd targets, other versions
             self._parser = None
             if not rules.target_is_valid(url, method_b == b"CONNECT"):
                 raise rules.codec_error()
@@ -384,10 +388,7 @@ class ServerCodec(_Framing):
             if clean and not (head_obj.upgrade or head_obj.chunked or head_obj.content_length) and head_obj.keep_alive:
                 self._parser = parser  # llhttp finished this message and can take the next
             return head_obj
-        host = col.host
-        if host is None:
-            raise ProtocolError(400, rules.MISSING_HOST)
-        if not _host_ok(host):
+        if not _host_ok(watched[0][1]):
             raise ProtocolError(400, rules.INVALID_AUTHORITY)
         return RequestHead(method, url.decode("latin-1"), "1.1", headers, True, False, None, False)
 
@@ -409,13 +410,11 @@ class ClientCodec(_Framing):
     * The default head limit is 80 KiB, Envoy's ``max_response_headers_kb`` default.
     """
 
-    __slots__ = ("_handler", "_parser", "_col", "_pending", "_method", "_started", "_seen")
+    __slots__ = ("_handler", "_pending", "_method", "_started", "_seen")
 
     def __init__(self, handler: ResponseHandler, *, max_header_bytes: int = rules.MAX_RESPONSE_HEAD_BYTES, max_headers: int = rules.MAX_HEADERS) -> None:
         super().__init__(max_header_bytes, max_headers)
         self._handler = handler
-        self._col = _Collected(_SPECIAL_RESPONSE)
-        self._parser: HttpResponseParser | None = None
         self._pending: deque[str] = deque()
         self._method = ""
         self._started = False  # a final head of the current response was delivered
@@ -569,17 +568,9 @@ class ClientCodec(_Framing):
         self._handler.on_response_end(trailers)
 
     def _parse_head(self, head: bytes) -> tuple[ResponseHead, int]:
-        parser = self._parser
-        col = self._col
-        if parser is None:
-            col = self._col = _Collected(_SPECIAL_RESPONSE)
-            parser = self._parser = HttpResponseParser(col)
-        else:
-            col.headers = []
-            col.special = False
-            col.content_length = None
-        # llhttp keeps state after a head whose body it never saw: use a fresh parser each time
-        self._parser = None
+        # llhttp keeps state after a head whose body it never saw: a fresh parser each time
+        col = _Collected()
+        parser = HttpResponseParser(col)
         try:
             parser.feed_data(head)
         except HttpParserError:
@@ -592,15 +583,23 @@ class ClientCodec(_Framing):
         headers = col.headers
         if len(headers) > self._max_headers:
             raise rules.upstream_error(False)
+        reason = col.reason
+        if rules.has_invalid_chars(reason):  # llhttp allows control characters there
+            raise rules.upstream_error(False)
+        if b" \r\n" in head or b"\t\r\n" in head:
+            headers = _strip_values(headers)
+            watched = _strip_values(col.watched)
+        else:
+            watched = col.watched
         status = parser.get_status_code()
         version = b"HTTP/1.1" if head.startswith(b"HTTP/1.1") else head[:8]
-        cl = col.content_length
-        if col.special or status < 200 or status in (204, 304) or self._method == "HEAD" or version != b"HTTP/1.1" or cl is None:
-            return rules.finish_response(version, status, col.reason, headers, self._method)
-        content_length = int(cl)
+        if (len(watched) != 1 or watched[0][0] != b"content-length" or status < 200 or status in (204, 304)
+                or self._method == "HEAD" or version != b"HTTP/1.1"):
+            return rules.finish_response(version, status, reason, headers, self._method)
+        content_length = int(watched[0][1])
         if content_length > _MAX_CONTENT_LENGTH:
             raise rules.upstream_error(False)
-        response = ResponseHead(status, col.reason, "1.1", headers, True, False, content_length)
+        response = ResponseHead(status, reason.strip(b" \t"), "1.1", headers, True, False, content_length)
         return response, (rules.BODY_LENGTH if content_length else rules.BODY_NONE)
 
 

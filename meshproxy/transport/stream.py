@@ -69,6 +69,10 @@ _INTERNAL_ONLY = _INTERNAL_ONLY | {b"x-forwarded-client-cert"}  # SANITIZE, Envo
 _EDGE_STRIP = _INTERNAL_ONLY | {b"x-envoy-decorator-operation", b"x-envoy-downstream-service-cluster", b"x-envoy-downstream-service-node"}
 #: Set by the proxy itself when it rewrites; a client's values are dropped.
 _ORIGINAL_HEADERS = frozenset({b"x-envoy-original-path", b"x-envoy-original-host"})
+#: Request headers the one-pass sidecar serializer must look at; all others are copied as they are.
+_PLAIN_SPECIAL = HOP_BY_HOP | _INTERNAL_ONLY | _ORIGINAL_HEADERS | {b"host", b"x-request-id", b"x-forwarded-proto"}
+#: Response headers the proxy replaces or drops.
+_RESPONSE_SPECIAL = HOP_BY_HOP | {b"server", b"date", b"x-envoy-upstream-service-time"}
 _ATTEMPT_SLOT = (b"x-envoy-attempt-count", b"")
 
 
@@ -117,6 +121,7 @@ class ProxyStream:
         "response_body_bytes",
         "upstream_keep_alive",
         "pipelined",
+        "cork",
     )
 
     def __init__(self, down: "DownstreamConnection", head: RequestHead) -> None:
@@ -154,6 +159,9 @@ class ProxyStream:
         self.response_body_bytes = 0
         self.upstream_keep_alive = True
         self.pipelined = False
+        #: While the upstream connection feeds its codec, response bytes collect here and go
+        #: out in one write: a head and a small body cost one syscall, not two.
+        self.cork: list[bytes] | None = None
 
     # ------------------------------------------------------------------ decode path
     def preload(self, chunks: list[bytes], ended: bool, trailers: Headers | None) -> None:
@@ -226,6 +234,10 @@ class ProxyStream:
         state = self.state
         head = self.head
         edge = state.snapshot.proxy.edge
+        if not edge and route.plain and dest.request_headers is None:
+            fast = self._plain_upstream_head(req)
+            if fast is not None:
+                return fast
         path = req.path
         original: bytes | None = None
         if route.prefix_rewrite is not None or route.path_rewrite is not None or route.regex_rewrite is not None:
@@ -302,6 +314,43 @@ class ProxyStream:
         prefix = line + b"".join([k + b": " + v + b"\r\n" for k, v in headers[:at]])
         suffix = b"".join([k + b": " + v + b"\r\n" for k, v in headers[at + 1 :]]) + b"\r\n"
         return prefix, suffix
+
+    def _plain_upstream_head(self, req: RequestContext) -> tuple[bytes, bytes] | None:
+        """The common sidecar case, serialized in one pass: no rewrite, no header edits.
+
+        Returns None when the request names hop-by-hop headers in ``Connection``
+        (the general path handles that).
+        """
+        head = self.head
+        target = req.path_and_query if req.query else req.path
+        parts = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (head.method.encode(), target.encode("latin-1"), req.authority.encode("latin-1"))]
+        extend = parts.extend
+        special = _PLAIN_SPECIAL
+        has_request_id = has_proto = False
+        for k, v in head.headers:
+            if k in special:
+                if k == b"x-request-id":
+                    if has_request_id:
+                        continue
+                    has_request_id = True
+                    if not v:
+                        v = new_request_id()
+                elif k == b"x-forwarded-proto":
+                    has_proto = True
+                elif k == b"te":
+                    if b"trailers" in v.lower():
+                        parts.append(b"te: trailers\r\n")
+                    continue
+                elif k == b"connection":
+                    return None
+                else:
+                    continue
+            extend((k, b": ", v, b"\r\n"))
+        if not has_proto:
+            parts.append(b"x-forwarded-proto: http\r\n")
+        if not has_request_id:
+            extend((b"x-request-id: ", new_request_id(), b"\r\n"))
+        return b"".join(parts), (b"transfer-encoding: chunked\r\n\r\n" if head.chunked else b"\r\n")
 
     def _attempt(self) -> None:
         """Pick an endpoint and get a connection to it (pooled or new)."""
@@ -460,60 +509,101 @@ class ProxyStream:
         self.upstream_keep_alive = rh.keep_alive
         state = self.state
         elapsed_ms = int((state.loop.time() - self.t_upstream) * 1000)
-        headers = rh.headers
         no_body = self.response_no_body or status in _NO_BODY_STATUS
         server = state.snapshot.proxy.server_header
-        out: Headers = []
+        headers = rh.headers
+        dest = self.dest
+        edits = (route is not None and route.response_headers is not None) or (dest is not None and dest.response_headers is not None)
+        parts = [status_line(status)]
+        extend = parts.extend
         has_server = has_date = False
+        tail: Headers = []
         for k, v in headers:
-            if k in _RESPONSE_SKIP:
+            if k in _RESPONSE_SPECIAL:
                 if k == b"server":
                     # Envoy overwrites the upstream's server header where it stands.
-                    out.append((k, server))
+                    v = server
                     has_server = True
-                continue
-            if k == b"date":
-                has_date = True
-            out.append((k, v))
-        out.append((b"x-envoy-upstream-service-time", b"%d" % elapsed_ms))
-        dest = self.dest
-        if route is not None and route.response_headers is not None:
-            out = route.response_headers.apply(out)
-        if dest is not None and dest.response_headers is not None:
-            out = dest.response_headers.apply(out)
+                elif k == b"date":
+                    has_date = True
+                else:
+                    continue
+            if edits:
+                tail.append((k, v))
+            else:
+                extend((k, b": ", v, b"\r\n"))
+        if edits:
+            tail.append((b"x-envoy-upstream-service-time", b"%d" % elapsed_ms))
+            if route is not None and route.response_headers is not None:
+                tail = route.response_headers.apply(tail)
+            if dest is not None and dest.response_headers is not None:
+                tail = dest.response_headers.apply(tail)
+            for k, v in tail:
+                extend((k, b": ", v, b"\r\n"))
+        else:
+            parts.append(b"x-envoy-upstream-service-time: %d\r\n" % elapsed_ms)
         if self.set_cookie is not None:
-            out.append((b"set-cookie", self.set_cookie))
+            extend((b"set-cookie: ", self.set_cookie, b"\r\n"))
         if not no_body and rh.content_length is None:
             if self.head.http_version == "1.1":
                 self.response_chunked = True
-                out.append((b"transfer-encoding", b"chunked"))
+                parts.append(b"transfer-encoding: chunked\r\n")
             else:
                 self.keep_alive = False
         if not has_date:
-            out.append((b"date", state.date()))
+            extend((b"date: ", state.date(), b"\r\n"))
         if not has_server:
-            out.append((b"server", server))
+            extend((b"server: ", server, b"\r\n"))
         if not self.keep_alive or down.draining:
             self.keep_alive = False
-            out.append((b"connection", b"close"))
-        parts = [status_line(status), *[k + b": " + v + b"\r\n" for k, v in out], b"\r\n"]
-        down.write(b"".join(parts))
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        head = b"".join(parts)
+        cork = self.cork
+        if cork is not None:
+            cork.append(head)
+        else:
+            down.write(head)
 
     def on_response_data(self, data: bytes) -> None:
         if self.response_no_body or self.done:
             return
         self.response_body_bytes += len(data)
-        if self.response_chunked:
-            self.down.writelines([b"%x\r\n" % len(data), data, b"\r\n"])
+        cork = self.cork
+        if cork is None:
+            cork = self.cork = []
+            try:
+                self._body_piece(cork, data)
+            finally:
+                self.uncork()
         else:
-            self.down.write(data)
+            self._body_piece(cork, data)
+
+    def _body_piece(self, out: list[bytes], data: bytes) -> None:
+        if self.response_chunked:
+            out.append(b"%x\r\n" % len(data))
+            out.append(data)
+            out.append(b"\r\n")
+        else:
+            out.append(data)
+
+    def uncork(self) -> None:
+        """Write what collected during one upstream read (see ``cork``)."""
+        cork = self.cork
+        self.cork = None
+        if cork:
+            if len(cork) == 1:
+                self.down.write(cork[0])
+            else:
+                self.down.writelines(cork)
 
     def on_response_end(self, conn: UpstreamConnection, trailers: Headers | None) -> None:
         if self.response_chunked:
-            if trailers:
-                self.down.write(b"0\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in trailers) + b"\r\n")
+            end = (b"0\r\n" + b"".join(k + b": " + v + b"\r\n" for k, v in trailers) + b"\r\n") if trailers else b"0\r\n\r\n"
+            if self.cork is not None:
+                self.cork.append(end)
             else:
-                self.down.write(b"0\r\n\r\n")
+                self.down.write(end)
         self._release_upstream(conn, reusable=self.request_sent and self.upstream_keep_alive)
         self._complete()
 
@@ -591,6 +681,7 @@ class ProxyStream:
         if self.done:
             return
         self.flags = "DC"
+        self.cork = None
         if self.retry_handle is not None:
             self.retry_handle.cancel()
             self.retry_handle = None
@@ -642,6 +733,9 @@ class ProxyStream:
         if self.done:
             return
         self.done = True
+        if self.cork is not None:
+            # Flush before the connection moves on to a pipelined request.
+            self.uncork()
         if self.retry_handle is not None:
             self.retry_handle.cancel()
             self.retry_handle = None

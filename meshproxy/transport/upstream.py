@@ -49,7 +49,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.opened += 1
 
     def data_received(self, data: bytes) -> None:
-        self.codec.feed(data)
+        stream = self.stream
+        if stream is None:
+            self.codec.feed(data)
+            return
+        stream.cork = []
+        try:
+            self.codec.feed(data)
+        finally:
+            stream.uncork()
 
     def eof_received(self) -> bool:
         self.codec.feed_eof()
