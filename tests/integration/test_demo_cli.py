@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections import Counter
@@ -39,8 +40,15 @@ def test_meshproxy_demo_command_stops_everything_on_ctrl_c() -> None:
         [sys.executable, "-m", "meshproxy", "demo", "--port", str(port)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
+    lines: list[bytes] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, b"")), daemon=True)  # type: ignore[union-attr]
+    reader.start()
     try:
         wait_for_port(port, timeout=30)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(b"curl" in line for line in lines):
+            time.sleep(0.1)  # the runner prints what to curl once everything is ready
+        assert any(b"curl" in line for line in lines), b"".join(lines)
         deadline = time.monotonic() + 20
         version = ""
         while time.monotonic() < deadline:
@@ -54,9 +62,9 @@ def test_meshproxy_demo_command_stops_everything_on_ctrl_c() -> None:
         children = [int(p) for p in subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()]
         assert len(children) >= 6 + 7  # six apps, six sidecars and a gateway
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=20)
-        assert proc.returncode == 0, out
-        assert b"curl" in out
+        proc.wait(timeout=20)
+        reader.join(5)
+        assert proc.returncode == 0, b"".join(lines)
         for pid in children:
             assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text().lower(), pid
         with pytest.raises(OSError):
