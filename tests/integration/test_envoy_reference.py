@@ -516,10 +516,11 @@ def test_head_request(sidecar: int) -> None:
 
 
 def test_expect_100_continue_is_forwarded_not_answered(sidecar: int) -> None:
-    # proxy_100_continue: Envoy sends no 100 of its own; Expect goes upstream (the h11
-    # backend sends no 100 either), so nothing arrives until the body is sent.
+    # proxy_100_continue: Envoy sends no 100 of its own; Expect goes upstream (the backend
+    # is told to send no 100 either), so nothing arrives until the body is sent.
     with socket.create_connection(("127.0.0.1", sidecar), timeout=10) as s:
-        s.sendall(b"POST /c HTTP/1.1\r\nHost: reviews\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        s.sendall(b"POST /c HTTP/1.1\r\nHost: reviews\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+                  b"x-backend-no-continue: 1\r\n\r\n")
         s.settimeout(0.5)
         early = b""
         try:
@@ -533,10 +534,21 @@ def test_expect_100_continue_is_forwarded_not_answered(sidecar: int) -> None:
     assert r.interim == []
     assert r.status_line == b"HTTP/1.1 200 OK"
     echo = r.echo()
-    assert [k for k, _ in echo["headers"]] == ["host", "content-length", "expect", "x-forwarded-proto",
-                                               "x-request-id", "x-envoy-attempt-count"]
+    assert [k for k, _ in echo["headers"]] == ["host", "content-length", "expect", "x-backend-no-continue",
+                                               "x-forwarded-proto", "x-request-id", "x-envoy-attempt-count"]
     assert dict(echo["headers"])["expect"] == "100-continue"
     assert echo["body_sha256"] == HELLO_SHA256
+
+
+def test_upstream_100_continue_is_relayed(sidecar: int) -> None:
+    with socket.create_connection(("127.0.0.1", sidecar), timeout=10) as s:
+        s.sendall(b"POST /c HTTP/1.1\r\nHost: reviews\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        first = s.recv(65536)
+        assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+        s.sendall(b"hello")
+        r = read_reply(s)
+    assert r.status_line == b"HTTP/1.1 200 OK"
+    assert r.echo()["body_sha256"] == HELLO_SHA256
 
 
 def test_client_connection_close(sidecar: int) -> None:

@@ -443,3 +443,16 @@ def test_admin_endpoints(mesh: Mesh) -> None:
     assert route_names == ["9080"]
     clusters = mesh.proxy.admin("/clusters").decode()
     assert f"outbound|9080|v1|reviews.default.svc.cluster.local::127.0.0.1:{mesh.backends['v1'].port}::rq_active::0" in clusters
+
+
+def test_proxy_sends_no_100_continue_of_its_own(mesh: Mesh) -> None:
+    with socket.create_connection(("127.0.0.1", mesh.port), timeout=10) as s:
+        s.sendall(b"POST /c HTTP/1.1\r\nHost: reviews:9080\r\nContent-Length: 5\r\nExpect: 100-continue\r\n"
+                  b"x-backend-no-continue: 1\r\n\r\n")
+        s.settimeout(0.5)
+        with pytest.raises(socket.timeout):
+            s.recv(65536)
+        s.settimeout(10)
+        s.sendall(b"hello")
+        data = s.recv(65536)
+    assert data.startswith(b"HTTP/1.1 200 OK\r\n")

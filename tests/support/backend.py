@@ -17,7 +17,8 @@ Requests steer it with headers (all optional):
 ``x-backend-size``       answer with this many bytes of ``x`` (streamed in 64 KiB pieces)
 ``x-backend-close``      close the connection without answering
 
-A request with ``Expect: 100-continue`` gets ``100 Continue`` before its body is read.
+A request with ``Expect: 100-continue`` gets ``100 Continue`` before its body is read
+(unless it also carries ``x-backend-no-continue``).
 
 ``GET /__backend/count`` answers with the number of requests served.
 
@@ -68,7 +69,9 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, na
             while True:
                 ev = conn.next_event()
                 if ev is h11.NEED_DATA:
-                    if conn.they_are_waiting_for_100_continue:
+                    if conn.they_are_waiting_for_100_continue and not any(
+                        k.lower() == b"x-backend-no-continue" for k, _ in request.headers
+                    ):
                         # What a real server does for ``Expect: 100-continue``.
                         writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])))
                     data = await reader.read(65536)
