@@ -122,6 +122,8 @@ def _response_via_h11(head: bytes, method: str, max_headers: int) -> tuple[Respo
 class ServerCodec:
     """Parses requests from a downstream client (same contract as ``http1.ServerCodec``)."""
 
+    __slots__ = ("_handler", "_max_head", "_max_headers", "_buf", "_mode", "_remaining", "_decoder", "_keep_alive", "_early_checked")
+
     def __init__(self, handler: RequestHandler, *, max_header_bytes: int = rules.MAX_REQUEST_HEAD_BYTES, max_headers: int = rules.MAX_HEADERS) -> None:
         self._handler = handler
         self._max_head = max_header_bytes
@@ -173,22 +175,28 @@ class ServerCodec:
                 del buf[:blank]
                 if not buf:
                     return
-                end = rules.find_head_end(bytes(buf), 0)
+                data = bytes(buf)
+                line_end = data.find(b"\n")
+                zero_nine = line_end >= 0 and rules.headerless(data, 0, line_end)
+                end = line_end + 1 if zero_nine else rules.find_head_end(data, 0)
                 if end < 0:
                     if len(buf) > self._max_head:
                         raise ProtocolError(431, rules.HEADERS_TOO_LARGE)
-                    if not self._early_checked and b"\n" in buf:
+                    if not self._early_checked and line_end >= 0:
                         self._early_checked = True
-                        early = rules.early_request_line_error(bytes(buf), 0)
+                        early = rules.early_request_line_error(data, 0)
                         if early is not None:
                             raise early
                     return
                 if end > self._max_head:
                     raise ProtocolError(431, rules.HEADERS_TOO_LARGE)
-                head_bytes = bytes(buf[:end])
+                head_bytes = data[:end]
                 del buf[:end]
                 self._early_checked = False
-                head = _request_via_h11(head_bytes, self._max_headers)
+                if zero_nine:  # HTTP/0.9: the request line alone; h11 has no such thing
+                    head = rules.parse_request_head(head_bytes, self._max_headers)
+                else:
+                    head = _request_via_h11(head_bytes, self._max_headers)
                 handler.on_request_head(head)
                 if head.upgrade:
                     self._mode = "raw"
@@ -237,6 +245,8 @@ class ServerCodec:
 
 class ClientCodec:
     """Parses responses from an upstream (same contract as ``http1.ClientCodec``)."""
+
+    __slots__ = ("_handler", "_max_head", "_max_headers", "_buf", "_mode", "_remaining", "_decoder", "_pending", "_method", "_final_seen", "_keep_alive")
 
     def __init__(self, handler: ResponseHandler, *, max_header_bytes: int = rules.MAX_RESPONSE_HEAD_BYTES, max_headers: int = rules.MAX_HEADERS) -> None:
         self._handler = handler

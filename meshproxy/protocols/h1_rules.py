@@ -16,7 +16,13 @@ checked against ``source/common/http/http1/{balsa_parser,codec_impl}.cc``):
   and CR/LF removed from values; control characters anywhere in the head are refused
   (``http1.invalid_characters``); the head (request line, headers and the empty line, not any
   leading blank lines) is at most ``max_request_headers_kb`` = 60 KiB for requests and
-  80 KiB for responses; two Content-Length headers are refused even when equal.
+  80 KiB for responses; two Content-Length headers are refused even when equal.  An
+  HTTP/0.9 request line (no version) is a whole request; and "is HTTP/1.1" is decided by the
+  line ending in ``HTTP/1.1``, so ``GET /HTTP/1.1`` passes as an HTTP/1.1 request without
+  headers (measured; we reproduce it).
+* Chunked bodies: hex size (any leading zeros, at most 64 bits), then SP/HT/';' and anything
+  but CR; the size line must end CRLF; after the data everything up to the next LF is
+  skipped; trailers follow the header-line rules (Envoy drops them, but refuses bad ones).
 * Envoy's codec: more than 100 headers is 431; CL with TE is 400; TE other than one
   ``chunked`` is 501; CONNECT with a body is 400; Connection headers nominating 10+ tokens,
   X-Forwarded-* or a pseudo header, or ``te`` with a 256+ byte TE value are 400; absolute-form
@@ -437,15 +443,30 @@ def finish_request(
     )
 
 
+def headerless(buf: bytes, start: int, nl: int) -> bool:
+    """Whether the request line ``buf[start:nl]`` has no version: an HTTP/0.9 request, which
+    Balsa ends at that line (what follows is the next message)."""
+    line = buf[start:nl]
+    if line[-1:] == b"\r":
+        line = line[:-1]
+    return len(_SPACES_RE.split(line.strip(b" \t"))) < 3
+
+
 def parse_request_head(head: bytes, max_headers: int = MAX_HEADERS) -> RequestHead:
-    """The whole request head (first byte through the blank line) the way Envoy judges it."""
+    """A whole request head the way Envoy judges it: first byte through the blank line, or
+    just the request line of an HTTP/0.9 request (see :func:`headerless`)."""
     if head[0] not in METHOD_FIRST_BYTES:
         raise codec_error()
     if has_invalid_chars(head):
         raise ProtocolError(400, INVALID_CHARACTERS)
-    lines = split_lines(head)
-    method, target, version = check_request_line(lines[0])
-    headers = parse_header_lines(lines[1:], max_headers)
+    nl = head.find(b"\n")
+    line = head[:nl] if head[nl - 1:nl] != b"\r" else head[:nl - 1]
+    method, target, version = check_request_line(line)
+    if not version:
+        # HTTP/0.9: no header lines.  Envoy decides "is HTTP/1.1" by the line's ending
+        # (BalsaParser::isHttp11), so a target ending in HTTP/1.1 passes as 1.1.
+        return finish_request(method, target, b"HTTP/1.1" if line.endswith(b"HTTP/1.1") else b"", [])
+    headers = parse_header_lines(split_lines(head)[1:], max_headers)
     return finish_request(method, target, version, headers)
 
 

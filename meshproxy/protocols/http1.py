@@ -9,12 +9,14 @@ How it is built, and why:
   ends -- pipelined requests, smuggling attempts and a head llhttp refuses are all judged on
   the exact bytes of that message.
 * llhttp is stricter than Envoy in places (LF-only lines, folded headers, tabs in the request
-  line, ``MSEARCH``, bare CR in a value) and laxer in others (``M-SEARCH``, UTF-8-free but odd
-  absolute URLs, HTTP/0.9 and 2.0, ``gzip, chunked``).  When llhttp refuses a head, the head
-  goes to ``h1_rules.parse_request_head``, a model of Envoy's parser, which gives Envoy's
-  verdict (and a head, when Envoy would accept).  When llhttp accepts, the Envoy checks it
-  does not make run in Python -- on a typical request only the method lookup, the header
-  count and a cached Host check.
+  line, ``MSEARCH``, a bare CR in a value) and laxer in others (``M-SEARCH``, absolute URLs
+  Envoy's URL parser refuses, HTTP/2.0, ``gzip, chunked``, control characters in a reason
+  phrase).  When llhttp refuses a head, the head goes to ``h1_rules.parse_request_head``, a
+  model of Envoy's parser, which gives Envoy's verdict (and a head, when Envoy accepts).  When
+  llhttp accepts, the Envoy checks it does not make run in Python -- on a typical request just
+  the method lookup, the header count and a cached Host check.
+* HTTP/0.9 request lines (no version) are whole requests, as in Envoy: they are framed and
+  judged by the rules without llhttp.
 * Bodies: Content-Length is counted; chunked is decoded here with Envoy's rules (hex size,
   then SP/HT/';' and anything but CR; CRLF line end; data; skip to LF; trailers); upgrades
   and CONNECT turn the rest of the connection into raw data.
@@ -57,7 +59,9 @@ _DEAD = 7  # after a protocol error
 
 _METHOD_FIRST = frozenset(m[0] for m in rules.METHODS)
 # headers the codec looks at; a request with any but Host takes the general (slower) path
+_PLAIN_CONNECTION = (b"keep-alive", b"close")
 _WATCHED = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade"))
+_HEAD_END = re.compile(rb"\n\r?\n").search  # the blank line ending a head (one pass)
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)(?:[ \t;][^\r\n]*)?\r\n")
 _MAX_CHUNK_LINE = rules.MAX_CHUNK_LINE
 _MAX_CONTENT_LENGTH = rules.MAX_CONTENT_LENGTH
@@ -66,19 +70,20 @@ _valid_hosts: dict[bytes, bool] = {}
 
 
 def _host_ok(host: bytes) -> bool:
+    """``rules.authority_is_valid``, remembered: a connection sends the same Host again and again."""
     ok = _valid_hosts.get(host)
     if ok is None:
         ok = rules.authority_is_valid(host)
-        if len(_valid_hosts) >= 4096:
-            _valid_hosts.clear()
-        _valid_hosts[host] = ok
+        if len(host) <= 255:
+            if len(_valid_hosts) >= 4096:
+                _valid_hosts.clear()
+            _valid_hosts[host] = ok
     return ok
 
 
 class _Collected:
-    """llhttp's callbacks for one head: the target, the header list (names lower-cased) and the
-    few headers the codec itself must look at (``watched``).  Values keep llhttp's trailing
-    whitespace; the codec strips it afterwards, only when the head has any."""
+    """llhttp's callbacks for one head: the target, the header list (names lower-cased, values
+    stripped) and the few headers the codec itself must look at (``watched``)."""
 
     __slots__ = ("url", "reason", "headers", "watched")
 
@@ -96,16 +101,13 @@ class _Collected:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace
         self.headers.append((name, value))
         if name in _WATCHED:
             self.watched.append((name, value))
 
     def on_headers_complete(self) -> None:
         pass
-
-
-def _strip_values(headers: Headers) -> Headers:
-    return [(k, v.rstrip(b" \t")) for k, v in headers]
 
 
 class _Framing:
@@ -149,7 +151,7 @@ class _Framing:
             if state == _TRAILERS and (buf[0] == 10 or (buf[0] == 13 and len(buf) > 1)):
                 return True  # the blank line ending a chunked body without trailers
             limit = self._max_head if state == _HEAD else self._trailer_limit
-            if len(buf) > limit or buf.find(b"\n\n", scan) >= 0 or buf.find(b"\n\r\n", scan) >= 0:
+            if len(buf) > limit or _HEAD_END(buf, scan) is not None:
                 return True
             if state == _HEAD and not self._line_checked and buf.find(b"\n", scan) >= 0:
                 return True
@@ -261,29 +263,38 @@ class ServerCodec(_Framing):
                     pos = rules.skip_blank_lines(data, pos)
                     if pos == n:
                         return
-                i = data.find(b"\n\r\n", pos)
-                if i >= 0:
-                    j = data.find(b"\n\n", pos, i + 1)
-                    end = j + 2 if j >= 0 else i + 3
+                nl = data.find(b"\n", pos)
+                # the usual "METHOD SP target SP HTTP/1.1 CRLF" line, recognised cheaply
+                sp = data.find(b" ", pos, nl)
+                usual = (
+                    sp > pos
+                    and nl - 10 > sp + 1
+                    and data[sp + 1] not in (32, 9)
+                    and data[pos] not in (32, 9)
+                    and data.startswith(b" HTTP/1.1\r", nl - 10)
+                )
+                if nl >= 0 and not usual and rules.headerless(data, pos, nl):
+                    end = nl + 1  # HTTP/0.9: the request line is the whole request
                 else:
-                    j = data.find(b"\n\n", pos)
-                    end = j + 2 if j >= 0 else -1
+                    m = _HEAD_END(data, pos)
+                    end = m.end() if m is not None else -1
                 if end < 0:
                     if n - pos > self._max_head:
                         raise ProtocolError(431, rules.HEADERS_TOO_LARGE)
-                    if not self._line_checked:
-                        nl = data.find(b"\n", pos)
-                        if nl >= 0:
-                            self._line_checked = True
-                            early = rules.early_request_line_error(data, pos)
-                            if early is not None:
-                                raise early
+                    if nl >= 0 and not self._line_checked:
+                        self._line_checked = True
+                        early = rules.early_request_line_error(data, pos)
+                        if early is not None:
+                            raise early
                     self._keep(data, pos)
                     return
                 if end - pos > self._max_head:
                     raise ProtocolError(431, rules.HEADERS_TOO_LARGE)
                 self._line_checked = False
-                head = self._parse_head(data[pos:end] if pos or end != n else data)
+                if end == nl + 1:
+                    head = rules.parse_request_head(data[pos:end], self._max_headers)
+                else:
+                    head = self._parse_head(data[pos:end] if pos or end != n else data, usual)
                 pos = end
                 handler.on_request_head(head)
                 if head.upgrade:
@@ -340,8 +351,10 @@ class ServerCodec(_Framing):
         self._state = _HEAD if self._keep_alive else _CLOSED
         self._handler.on_request_end(trailers)
 
-    def _parse_head(self, head: bytes) -> RequestHead:
-        """One complete head (first byte through the blank line) to a ``RequestHead``."""
+    def _parse_head(self, head: bytes, usual: bool) -> RequestHead:
+        """One complete head (first byte through the blank line) to a ``RequestHead``.
+
+        ``usual``: the request line is "METHOD SP target SP HTTP/1.1" (see ``_run``)."""
         if head[0] not in _METHOD_FIRST:
             raise rules.codec_error()
         parser = self._parser
@@ -373,13 +386,25 @@ class ServerCodec(_Framing):
         if not url:  # llhttp takes "CONNECT \r\n" as HTTP/0.9 with no target
             self._parser = None
             return rules.parse_request_head(head, self._max_headers)
-        if b" \r\n" in head or b"\t\r\n" in head:
-            headers = _strip_values(headers)
-            watched = _strip_values(col.watched)
-        else:
-            watched = col.watched
-        if len(watched) != 1 or watched[0][0] != b"host" or url[0] != 0x2F or method_b == b"CONNECT" or not parser.should_keep_alive():
-            # the general path: framing or connection headers, odd targets, other versions
+        # The common case stays here: origin-form target, HTTP/1.1, and of the watched headers
+        # one Host, maybe a Content-Length (llhttp refused duplicates and bad values) and a
+        # plain keep-alive or close.
+        host: bytes | None = None
+        content_length: bytes | None = None
+        keep_alive = True
+        general = not usual or url[0] != 0x2F or method_b == b"CONNECT"
+        if not general:
+            for name, value in col.watched:
+                if name == b"host" and host is None:
+                    host = value
+                elif name == b"content-length":
+                    content_length = value
+                elif name == b"connection" and value.lower() in _PLAIN_CONNECTION:
+                    keep_alive = value.lower() != b"close"
+                else:
+                    general = True
+                    break
+        if general:
             self._parser = None
             if not rules.target_is_valid(url, method_b == b"CONNECT"):
                 raise rules.codec_error()
@@ -388,9 +413,18 @@ class ServerCodec(_Framing):
             if clean and not (head_obj.upgrade or head_obj.chunked or head_obj.content_length) and head_obj.keep_alive:
                 self._parser = parser  # llhttp finished this message and can take the next
             return head_obj
-        if not _host_ok(watched[0][1]):
+        if host is None:
+            raise ProtocolError(400, rules.MISSING_HOST)
+        if not _host_ok(host):
             raise ProtocolError(400, rules.INVALID_AUTHORITY)
-        return RequestHead(method, url.decode("latin-1"), "1.1", headers, True, False, None, False)
+        length: int | None = None
+        if content_length is not None:
+            length = int(content_length)
+            if length:
+                self._parser = None  # llhttp now expects a body it will not see
+        if not keep_alive:
+            self._parser = None
+        return RequestHead(method, url.decode("latin-1"), "1.1", headers, keep_alive, False, length, False)
 
 
 class ClientCodec(_Framing):
@@ -487,13 +521,8 @@ class ClientCodec(_Framing):
                     self._seen = True
                 if data[pos] != 0x48:  # Envoy: a response starts with 'H'
                     raise rules.upstream_error(False)
-                i = data.find(b"\n\r\n", pos)
-                if i >= 0:
-                    j = data.find(b"\n\n", pos, i + 1)
-                    end = j + 2 if j >= 0 else i + 3
-                else:
-                    j = data.find(b"\n\n", pos)
-                    end = j + 2 if j >= 0 else -1
+                m = _HEAD_END(data, pos)
+                end = m.end() if m is not None else -1
                 if end < 0:
                     if n - pos > self._max_head:
                         raise rules.upstream_error(False)
@@ -586,11 +615,7 @@ class ClientCodec(_Framing):
         reason = col.reason
         if rules.has_invalid_chars(reason):  # llhttp allows control characters there
             raise rules.upstream_error(False)
-        if b" \r\n" in head or b"\t\r\n" in head:
-            headers = _strip_values(headers)
-            watched = _strip_values(col.watched)
-        else:
-            watched = col.watched
+        watched = col.watched
         status = parser.get_status_code()
         version = b"HTTP/1.1" if head.startswith(b"HTTP/1.1") else head[:8]
         if (len(watched) != 1 or watched[0][0] != b"content-length" or status < 200 or status in (204, 304)

@@ -140,6 +140,16 @@ class DownstreamConnection(asyncio.Protocol):
         if self.errored:
             return
         self.errored = True
+        if error.status == 0:
+            # The client went away mid-request: Envoy logs it and writes nothing.
+            stream = self.stream
+            self.stream = None
+            self.queue.clear()
+            if stream is not None:
+                stream.downstream_lost()
+            if self.transport is not None:
+                self.transport.close()
+            return
         self.state.protocol_errors += 1
         log.info("downstream protocol error from %s: %s %s", self.peer_ip, error.status, error.details)
         self.queue.clear()
