@@ -357,7 +357,9 @@ class ProxyStream:
         cluster = self.cluster
         assert cluster is not None and self.req is not None
         self.attempts += 1
-        if cluster.kind == ORIGINAL_DST:
+        if cluster.kind == ORIGINAL_DST or cluster.balancer.passthrough:
+            # PassthroughCluster, a NONE-resolution ServiceEntry or a PASSTHROUGH load balancer:
+            # connect where the client meant to go (in explicit mode, the Host's host:port).
             endpoint = self.state.passthrough_endpoint(self.req.host, self.req.port or 80)
         else:
             endpoint = cluster.balancer.choose(self.hash_key, self.tried or None)
