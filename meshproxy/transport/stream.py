@@ -609,12 +609,16 @@ class ProxyStream:
         self._release_upstream(conn, reusable=self.request_sent and self.upstream_keep_alive)
         self._complete()
 
-    def _release_upstream(self, conn: UpstreamConnection, reusable: bool) -> None:
+    def _detach(self, conn: UpstreamConnection) -> None:
+        """Stop counting ``conn``'s request as active on its endpoint."""
         if self.upstream is conn:
             self.upstream = None
             endpoint = self.endpoint
             if endpoint is not None:
                 endpoint.active_requests -= 1
+
+    def _release_upstream(self, conn: UpstreamConnection, reusable: bool) -> None:
+        self._detach(conn)
         conn.stream = None
         if reusable and not conn.closed:
             self.state.pool.put(conn)
@@ -623,36 +627,21 @@ class ProxyStream:
 
     def upstream_lost(self, conn: UpstreamConnection, exc: Exception | None) -> None:
         """The upstream connection closed under us."""
-        if self.upstream is conn:
-            self.upstream = None
-            if self.endpoint is not None:
-                self.endpoint.active_requests -= 1
-        if self.done:
-            return
-        if self.response_started:
-            # Mid-response: the client cannot be told anything but a cut connection.
-            self.flags = "UC"
-            self.down.abort()
-            self._complete(aborted=True)
-            return
-        if self._may_retry_reset():
-            self._retry_after_failure(None)
-            return
-        self.local_reply(
-            local_reply.upstream_failure("connection termination", retried=self.attempts > 1, flags="UC",
-                                         details="upstream_reset_before_response_started{connection_termination}")
-        )
+        self._upstream_failed(conn, "upstream_reset_before_response_started{connection_termination}", 503)
 
     def upstream_protocol_error(self, conn: UpstreamConnection, error: ProtocolError) -> None:
         """The upstream sent something unparseable, or closed mid-response."""
-        if self.upstream is conn:
-            self.upstream = None
-            if self.endpoint is not None:
-                self.endpoint.active_requests -= 1
+        self._upstream_failed(conn, error.details, error.status)
+
+    def _upstream_failed(self, conn: UpstreamConnection, details: str, status: int) -> None:
+        """Envoy's answer to a reset or a protocol error: 503 (UC) or 502 (UPE) before the
+        response started -- after a retry when the policy allows -- and a cut connection after."""
+        self._detach(conn)
         if self.done:
             return
-        termination = "connection_termination" in error.details
+        termination = "connection_termination" in details
         if self.response_started:
+            # Mid-response: the client cannot be told anything but a cut connection.
             self.flags = "UC" if termination else "UPE"
             self.down.abort()
             self._complete(aborted=True)
@@ -661,12 +650,10 @@ class ProxyStream:
             self._retry_after_failure(None)
             return
         if termination:
-            reply = local_reply.upstream_failure("connection termination", retried=self.attempts > 1, flags="UC",
-                                                 details=error.details)
+            reply = local_reply.upstream_failure("connection termination", retried=self.attempts > 1, flags="UC", details=details)
         else:
-            reply = local_reply.upstream_failure("protocol error", retried=self.attempts > 1, flags="UPE",
-                                                 details=error.details)
-            reply.status = error.status if error.status >= 500 else 502
+            reply = local_reply.upstream_failure("protocol error", retried=self.attempts > 1, flags="UPE", details=details)
+            reply.status = status if status >= 500 else 502
         self.local_reply(reply)
 
     def _may_retry_reset(self) -> bool:
