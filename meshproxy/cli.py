@@ -48,6 +48,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", choices=["httptools", "h11"], default="httptools",
                    help="HTTP/1.1 codec (h11 is the slower reference implementation)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--stats-port", type=int, default=15090, help="Prometheus /stats/prometheus port (0: none)")
+    p.add_argument("--health-port", type=int, default=15021, help="/healthz/ready port (0: none)")
+    p.add_argument("--workload-name", default="", help="this workload's name for telemetry (default: app-version)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,20 +165,36 @@ def run_proxy(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, snapshot) -> int:  # type: ignore[no-untyped-def]
-    from .admin.server import AdminServer
+    from .admin.server import AdminServer, EndpointServer, TinyHTTPServer
+    from .telemetry import prometheus
+    from .telemetry.metrics import PeerInfo, RequestMetrics, default_workload_name
     from .transport.server import ProxyServer, ProxyState
 
     state = ProxyState(snapshot, codec=args.codec)
+    workload = args.workload_name or default_workload_name(args.mode, args.labels)
+    state.metrics = RequestMetrics(PeerInfo(workload, args.namespace, args.labels))
+    page = prometheus.Exposition(state, state.metrics)
     proxy = ProxyServer(state)
     stop = asyncio.Event()
     admin = AdminServer(proxy, args.admin_bind, args.admin_port, stop.set)
+    admin.extra["/stats/prometheus"] = page.render
+    servers: list[TinyHTTPServer] = [admin]
+    if args.stats_port:
+        servers.append(EndpointServer("0.0.0.0", args.stats_port, {"/stats/prometheus": page.render}))
+    if args.health_port:
+        def healthz() -> tuple[int, str, bytes]:
+            return (200, "text/plain", b"") if proxy.ready else (503, "text/plain", b"")
+
+        servers.append(EndpointServer("0.0.0.0", args.health_port, {"/healthz/ready": healthz}))
     try:
-        await admin.start()
+        for server in servers:
+            await server.start()
         await proxy.start()
     except OSError as exc:
         log.error("cannot listen: %s", exc)
         await proxy.close()
-        await admin.close()
+        for server in servers:
+            await server.close()
         return 1
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -183,7 +202,8 @@ async def _serve(args: argparse.Namespace, snapshot) -> int:  # type: ignore[no-
     log.info("%s ready: %d listener(s), admin on %s:%d", args.mode, len(proxy.listening), args.admin_bind, args.admin_port)
     await stop.wait()
     await proxy.close()
-    await admin.close()
+    for server in servers:
+        await server.close()
     return 0
 
 

@@ -19,7 +19,7 @@ import json
 import logging
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..transport.server import ProxyServer
@@ -31,14 +31,19 @@ VERSION = "0.1.0"
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable", 400: "Bad Request"}
 
 
-class AdminServer:
-    def __init__(self, proxy: "ProxyServer", host: str, port: int, on_quit: Callable[[], Any]) -> None:
-        self.proxy = proxy
+Reply = tuple[int, str, bytes]
+
+
+class TinyHTTPServer:
+    """One request per connection, answered from ``dispatch`` and closed.  Subclasses route."""
+
+    def __init__(self, host: str, port: int) -> None:
         self.host = host
         self.port = port
-        self.on_quit = on_quit
         self.server: asyncio.AbstractServer | None = None
-        self.extra: dict[str, Callable[[], Awaitable[tuple[int, str, bytes]] | tuple[int, str, bytes]]] = {}
+
+    def dispatch(self, method: str, target: str) -> Reply:
+        raise NotImplementedError
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._handle, self.host, self.port, reuse_address=True)
@@ -76,7 +81,31 @@ class AdminServer:
             pass
         writer.close()
 
-    def dispatch(self, method: str, target: str) -> tuple[int, str, bytes]:
+
+
+class EndpointServer(TinyHTTPServer):
+    """A port that serves a fixed set of paths (the stats port 15090, the health port 15021)."""
+
+    def __init__(self, host: str, port: int, handlers: dict[str, Callable[[], Reply]]) -> None:
+        super().__init__(host, port)
+        self.handlers = handlers
+
+    def dispatch(self, method: str, target: str) -> Reply:
+        handler = self.handlers.get(target.partition("?")[0])
+        if handler is None:
+            return 404, "text/plain", b"not found\n"
+        return handler()
+
+
+class AdminServer(TinyHTTPServer):
+    def __init__(self, proxy: "ProxyServer", host: str, port: int, on_quit: Callable[[], Any]) -> None:
+        super().__init__(host, port)
+        self.proxy = proxy
+        self.on_quit = on_quit
+        #: More paths (``/stats/prometheus`` when telemetry is on).
+        self.extra: dict[str, Callable[[], Reply]] = {}
+
+    def dispatch(self, method: str, target: str) -> Reply:
         path, _, query = target.partition("?")
         state = self.proxy.state
         if path == "/ready":
@@ -115,9 +144,9 @@ class AdminServer:
             return 200, "text/plain; charset=UTF-8", b"OK\n"
         handler = self.extra.get(path)
         if handler is not None:
-            result = handler()
-            return result  # type: ignore[return-value]
-        return 404, "text/plain", b"invalid path. admin commands are: /ready /config_dump /clusters /listeners /server_info /stats /quitquitquit\n"
+            return handler()
+        paths = " ".join(["/ready", "/config_dump", "/clusters", "/listeners", "/server_info", "/stats", *self.extra, "/quitquitquit"])
+        return 404, "text/plain", f"invalid path. admin commands are: {paths}\n".encode()
 
     def _clusters(self, as_json: bool) -> bytes:
         state = self.proxy.state

@@ -177,7 +177,7 @@ def _cluster(name: str, kind: str, svc: ServiceInfo, port: int, subset: str, end
     if kind == ORIGINAL_DST:
         lb = LbSettings(PASSTHROUGH)
     # Fresh endpoint objects per cluster: their live counters belong to the cluster.
-    eps = [Endpoint(e.address, e.port, e.labels, e.weight, e.service_account) for e in endpoints]
+    eps = [e.copy() for e in endpoints]
     pool = policy.get("connection_pool")
     timeout = connect_timeout
     tcp = getattr(pool, "tcp", None) if pool is not None else None

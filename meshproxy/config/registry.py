@@ -11,6 +11,7 @@ documents add hosts with inline endpoints (or a workloadSelector).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Iterable
@@ -129,14 +130,15 @@ def build_registry(config: Any) -> dict[str, ServiceInfo]:
                 if target is None:
                     continue
                 sa = getattr(pod.spec, "service_account_name", None) or "default"
-                eps.append(Endpoint(address, target, _labels(pod.metadata.labels), 1, sa))
+                eps.append(Endpoint(address, target, _labels(pod.metadata.labels), 1, sa, workload_name(pod.metadata.name), ns))
             for we in workload_entries:
                 if (we.metadata.namespace or "default") != ns or not _selects(selector, we.spec.labels or {}):
                     continue
                 target = _resolve_workload_entry_port(we.spec, port)
                 if target is None or not we.spec.address:
                     continue
-                eps.append(Endpoint(we.spec.address, target, _labels(we.spec.labels), we.spec.weight or 1, we.spec.service_account or "default"))
+                eps.append(Endpoint(we.spec.address, target, _labels(we.spec.labels), we.spec.weight or 1,
+                                    we.spec.service_account or "default", we.metadata.name, ns))
             info.endpoints[port.number] = eps
         services.setdefault(fqdn, info)
 
@@ -189,6 +191,14 @@ def build_registry(config: Any) -> dict[str, ServiceInfo]:
                 info.endpoints[port.number] = eps
             services.setdefault(fqdn, info)
     return services
+
+
+_POD_SUFFIX = re.compile(r"-[a-z0-9]{6,10}-[a-z0-9]{5}$")
+
+
+def workload_name(pod_name: str) -> str:
+    """A Deployment's name from its pod's (``reviews-v2-5b667bcbf8-x7k2p`` → ``reviews-v2``)."""
+    return _POD_SUFFIX.sub("", pod_name or "")
 
 
 def _target_number(port: ServicePort) -> int:

@@ -19,7 +19,7 @@ EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
 class Endpoint:
     """One upstream address (``address:port``) with its labels and LB weight."""
 
-    __slots__ = ("address", "port", "labels", "weight", "service_account", "key", "active_requests", "healthy")
+    __slots__ = ("address", "port", "labels", "weight", "service_account", "key", "active_requests", "healthy", "workload", "namespace")
 
     def __init__(
         self,
@@ -28,6 +28,8 @@ class Endpoint:
         labels: Mapping[str, str] = EMPTY_LABELS,
         weight: int = 1,
         service_account: str = "",
+        workload: str = "",
+        namespace: str = "",
     ) -> None:
         self.address = address
         self.port = port
@@ -38,6 +40,13 @@ class Endpoint:
         self.key = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         self.active_requests = 0
         self.healthy = True
+        #: The workload (Deployment, WorkloadEntry) and namespace, for telemetry labels.
+        self.workload = workload
+        self.namespace = namespace
+
+    def copy(self) -> "Endpoint":
+        """The same address with fresh live counters (each cluster owns its endpoints' counters)."""
+        return Endpoint(self.address, self.port, self.labels, self.weight, self.service_account, self.workload, self.namespace)
 
     def __repr__(self) -> str:
         return f"Endpoint({self.key})"

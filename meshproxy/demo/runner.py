@@ -423,6 +423,8 @@ class Demo:
         #: per workload name: (outbound port, admin port)
         self.sidecar_ports: dict[str, tuple[int, int]] = {}
         self.gateway_admin_port: int | None = None
+        self.stats_ports: list[int] = []
+        self.health_ports: list[int] = []
         self._started = False
         self._failed = False
 
@@ -508,6 +510,11 @@ class Demo:
         taken = {w.port for w in self.workloads} | {self.gateway_port}
         outbound = _free_ports(self.outbound_port_base, len(self.workloads), taken)
         admin = _free_ports(self.admin_port_base, len(self.workloads) + 1, taken)
+        # Each proxy's Prometheus (Istio: 15090) and health (15021) ports, one pair per proxy.
+        taken |= set(outbound) | set(admin)
+        self.stats_ports = _free_ports(self.admin_port_base + 100, len(self.workloads) + 1, taken)
+        taken |= set(self.stats_ports)
+        self.health_ports = _free_ports(self.admin_port_base + 200, len(self.workloads) + 1, taken)
         self.gateway_admin_port = admin[0]
         for w, out_port, admin_port in zip(self.workloads, outbound, admin[1:]):
             self.sidecar_ports[w.name] = (out_port, admin_port)
@@ -531,7 +538,8 @@ class Demo:
         python = sys.executable
         gw_admin = self.gateway_admin_port
         assert gw_admin is not None
-        gw_args = ["--labels", GATEWAY_LABELS, "--admin-port", str(gw_admin), "--bind", self.bind]
+        gw_args = ["--labels", GATEWAY_LABELS, "--admin-port", str(gw_admin), "--bind", self.bind,
+                   "--stats-port", str(self.stats_ports[0]), "--health-port", str(self.health_ports[0])]
         if self.gateway_port != GATEWAY_CONFIG_PORT:
             gw_args += ["--port-offset", str(self.gateway_port - GATEWAY_CONFIG_PORT)]
         bind, gw_port = self.bind, self.gateway_port
@@ -542,7 +550,7 @@ class Demo:
             ready_check=lambda: _http_ok("127.0.0.1", gw_admin, "/ready") and _tcp_accepts(bind, gw_port),
             ready_what=f"http://127.0.0.1:{gw_admin}/ready and {bind}:{gw_port}",
         ))
-        for w in self.workloads:
+        for i, w in enumerate(self.workloads, start=1):
             out_port, admin_port = self.sidecar_ports[w.name]
             self.children.append(Child(
                 name=f"sidecar {w.name}",
@@ -552,6 +560,9 @@ class Demo:
                     "--labels", w.labels_arg(),
                     "--outbound-port", str(out_port),
                     "--admin-port", str(admin_port),
+                    "--stats-port", str(self.stats_ports[i]),
+                    "--health-port", str(self.health_ports[i]),
+                    "--workload-name", w.name,
                 ),
                 log_path=self.log_dir / f"{w.name}.sidecar.log",
                 ready_check=lambda a=admin_port: _http_ok("127.0.0.1", a, "/ready"),

@@ -78,6 +78,8 @@ class ProxyState:
         self.protocol_errors = 0
         self.requests_total = 0
         self.started = time.time()
+        #: Istio's request metrics (``meshproxy.telemetry.metrics.RequestMetrics``), when enabled.
+        self.metrics: Any = None
 
     def date(self) -> bytes:
         """The ``date`` header value, formatted once per second."""
@@ -115,7 +117,19 @@ class ProxyState:
         self.connections.discard(conn)
 
     def on_stream_complete(self, stream: Any) -> None:
+        """Every finished request passes here once: count it (telemetry reads the stream)."""
         self.requests_total += 1
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.record(
+                stream.endpoint,
+                stream.cluster,
+                stream.status,
+                stream.flags,
+                (self.loop.time() - stream.t_start) * 1000.0,
+                stream.request_body_bytes,
+                stream.response_body_bytes,
+            )
 
 
 class ProxyServer:

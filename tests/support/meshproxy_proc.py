@@ -34,9 +34,12 @@ class MeshproxyProcess:
 
     def __init__(self, mode: str, args: Sequence[str], *, env: dict[str, str] | None = None, ready_timeout: float = 20.0) -> None:
         self.admin_port = free_port()
+        self.stats_port = free_port()
+        self.health_port = free_port()
         self.mode = mode
         self._log = tempfile.NamedTemporaryFile(prefix="meshproxy-", suffix=".log", delete=False)
-        cmd = [sys.executable, "-m", "meshproxy", mode, *args, "--admin-port", str(self.admin_port)]
+        cmd = [sys.executable, "-m", "meshproxy", mode, *args, "--admin-port", str(self.admin_port),
+               "--stats-port", str(self.stats_port), "--health-port", str(self.health_port)]
         self.cmd = cmd
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
                                      env={**os.environ, **(env or {})})

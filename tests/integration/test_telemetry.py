@@ -1,0 +1,114 @@
+"""Istio's metrics and the health port, scraped from a running sidecar and gateway."""
+
+from __future__ import annotations
+
+import urllib.request
+from textwrap import dedent
+from typing import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from meshproxy.telemetry.metrics import BUCKETS, LABELS
+from tests.support.backend import BackendProcess
+from tests.support.client import Connection
+from tests.support.meshproxy_proc import MeshproxyProcess, write_config
+
+CONFIG = """
+apiVersion: v1
+kind: Service
+metadata: {{name: reviews, namespace: default}}
+spec:
+  selector: {{app: reviews}}
+  ports: [{{name: http, port: 9080, targetPort: {port}}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: reviews-v2-5b667bcbf8-x7k2p, namespace: default, labels: {{app: reviews, version: v2}}}}
+spec: {{containers: [{{name: app}}]}}
+status: {{podIP: 127.0.0.1}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: reviews, namespace: default}}
+spec:
+  hosts: [reviews]
+  http:
+  - match: [{{uri: {{prefix: /missing}}}}]
+    route: [{{destination: {{host: reviews, subset: nope}}}}]
+  - match: [{{uri: {{prefix: /api}}}}]
+    route: [{{destination: {{host: reviews}}}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def proxy() -> Iterator[MeshproxyProcess]:
+    with BackendProcess("reviews") as backend:
+        path = write_config(dedent(CONFIG.format(port=backend.port)))
+        with MeshproxyProcess.sidecar([path], labels="app=productpage,version=v1") as p:
+            yield p
+
+
+def scrape(port: int) -> dict[str, list]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/prometheus", timeout=5) as r:
+        text = r.read().decode()
+    return {f.name: f.samples for f in text_string_to_metric_families(text)}
+
+
+def test_istio_requests_total_with_istio_labels(proxy: MeshproxyProcess) -> None:
+    with Connection(proxy.port) as c:
+        for _ in range(3):
+            assert c.request("POST", "/api", "reviews:9080", body=b"12345").status == 200
+        assert c.request("GET", "/missing", "reviews:9080").status == 503
+        assert c.request("GET", "/nothing", "reviews:9080").status == 404
+    samples = scrape(proxy.stats_port)["istio_requests"]
+    by_code = {s.labels["response_code"]: s for s in samples}
+    ok = by_code["200"]
+    assert ok.value == 3
+    assert list(ok.labels) == list(LABELS)
+    assert ok.labels == {
+        "reporter": "source",
+        "source_workload": "productpage-v1",
+        "source_canonical_service": "productpage",
+        "source_canonical_revision": "v1",
+        "source_workload_namespace": "default",
+        "source_principal": "unknown",
+        "source_app": "productpage",
+        "source_version": "v1",
+        "source_cluster": "Kubernetes",
+        "destination_workload": "reviews-v2",
+        "destination_workload_namespace": "default",
+        "destination_principal": "unknown",
+        "destination_app": "reviews",
+        "destination_version": "v2",
+        "destination_service": "reviews.default.svc.cluster.local",
+        "destination_canonical_service": "reviews",
+        "destination_canonical_revision": "v2",
+        "destination_service_name": "reviews",
+        "destination_service_namespace": "default",
+        "destination_cluster": "Kubernetes",
+        "request_protocol": "http",
+        "response_code": "200",
+        "grpc_response_status": "",
+        "response_flags": "-",
+        "connection_security_policy": "unknown",
+    }
+    assert by_code["503"].labels["response_flags"] == "NC" and by_code["503"].value == 1
+    assert by_code["404"].labels["response_flags"] == "NR" and by_code["404"].labels["destination_service"] == "unknown"
+
+
+def test_histograms_use_envoy_buckets_and_count_bodies(proxy: MeshproxyProcess) -> None:
+    families = scrape(proxy.admin_port)  # the admin port serves the same page
+    req_bytes = [s for s in families["istio_request_bytes"] if s.labels.get("response_code") == "200"]
+    buckets = [s for s in req_bytes if s.name == "istio_request_bytes_bucket"]
+    assert [float(s.labels["le"]) for s in buckets[:-1]] == [float(b) for b in BUCKETS]
+    total = next(s for s in req_bytes if s.name == "istio_request_bytes_sum")
+    count = next(s for s in req_bytes if s.name == "istio_request_bytes_count")
+    assert total.value == 5 * count.value
+    durations = [s for s in families["istio_request_duration_milliseconds"] if s.name.endswith("_count")]
+    assert sum(s.value for s in durations) >= 5
+
+
+def test_health_port_ready(proxy: MeshproxyProcess) -> None:
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.health_port}/healthz/ready", timeout=5) as r:
+        assert r.status == 200
