@@ -33,8 +33,10 @@ from ..core.endpoints import (
     HashPolicy,
     LbSettings,
 )
+from ..core.cors import CorsPolicy
+from ..core.fault import FaultPolicy, grpc_status_code, percent_to_fraction
 from ..core.headers import HeaderPlan
-from ..core.match import HeaderMatcher, QueryMatcher, RouteMatch, StringMatcher, compile_regex
+from ..core.match import EXACT, HeaderMatcher, QueryMatcher, RouteMatch, StringMatcher, compile_regex
 from ..core.snapshot import (
     DIRECT_RESPONSE,
     EDS,
@@ -42,6 +44,7 @@ from ..core.snapshot import (
     NO_RETRY,
     ORIGINAL_DST,
     PASSTHROUGH_CLUSTER,
+    MirrorPolicy,
     REDIRECT,
     STRICT_DNS,
     Cluster,
@@ -522,7 +525,88 @@ def _compile_route(vs: _VS, rule: Any, rule_index: int, match: RouteMatch | None
         timeout=float(rule.timeout or 0.0),
         retry=retry,
         source=source,
+        fault=_fault_policy(rule.fault),
+        cors=_cors_policy(rule.cors_policy),
+        mirrors=_mirror_policies(rule, vs, ctx, port),
     )
+
+
+def _fault_policy(fault: Any) -> FaultPolicy | None:
+    """route.go ``TranslateFault``: percentages as Envoy fractional percents; unset → 0 (never fires)."""
+    if fault is None:
+        return None
+    kwargs: dict[str, Any] = {}
+    d = fault.delay
+    if d is not None and d.fixed_delay is not None:
+        value = d.percentage.value if d.percentage is not None else None
+        kwargs["delay"] = float(d.fixed_delay)
+        kwargs["delay_fraction"] = percent_to_fraction(value, d.percent)
+    a = fault.abort
+    if a is not None:
+        if a.http_status is not None:
+            kwargs["abort_status"] = int(a.http_status)
+        elif a.grpc_status is not None:
+            code = grpc_status_code(a.grpc_status)
+            if code is None:
+                return FaultPolicy(**kwargs) if kwargs else None
+            kwargs["abort_grpc_status"] = code
+        kwargs["abort_fraction"] = percent_to_fraction(a.percentage.value, None) if a.percentage is not None else (0, 100)
+    if not kwargs:
+        return None
+    return FaultPolicy(**kwargs)
+
+
+def _cors_policy(cors: Any) -> CorsPolicy | None:
+    """route.go ``TranslateCORSPolicy``."""
+    if cors is None:
+        return None
+    if cors.allow_origins:
+        origins = [StringMatcher.from_spec(m) for m in cors.allow_origins]
+    else:
+        origins = [StringMatcher(EXACT, o) for o in cors.allow_origin]
+    max_age = ""
+    if cors.max_age is not None:
+        max_age = str(int(cors.max_age))
+    return CorsPolicy(
+        origins,
+        allow_methods=",".join(cors.allow_methods),
+        allow_headers=",".join(cors.allow_headers),
+        expose_headers=",".join(cors.expose_headers),
+        max_age=max_age,
+        allow_credentials=bool(cors.allow_credentials),
+        forward_unmatched=cors.unmatched_preflights != "IGNORE",
+    )
+
+
+def _mirror_policies(rule: Any, vs: _VS, ctx: _Ctx, port: int) -> list[MirrorPolicy]:
+    """route.go ``MirrorPercent``/``MirrorPercentByPolicy``: absent → 100 %, explicit 0 → no mirror."""
+    out: list[MirrorPolicy] = []
+    entries: list[tuple[Any, tuple[int, int] | None]] = []
+    if rule.mirror is not None:
+        if rule.mirror_percentage is not None:
+            v = rule.mirror_percentage.value
+            entries.append((rule.mirror, percent_to_fraction(v) if v > 0 else None))
+        elif rule.mirror_percent is not None:
+            entries.append((rule.mirror, (rule.mirror_percent, 100) if rule.mirror_percent > 0 else None))
+        else:
+            entries.append((rule.mirror, (100, 100)))
+    for m in rule.mirrors:
+        if m.percentage is not None:
+            v = m.percentage.value
+            entries.append((m.destination, percent_to_fraction(v) if v > 0 else None))
+        else:
+            entries.append((m.destination, (100, 100)))
+    for dest, fraction in entries:
+        if fraction is None:
+            continue
+        host = fqdn_for(dest.host, vs.namespace)
+        svc = ctx.services.get(host)
+        number = dest.port.number if dest.port is not None and dest.port.number else None
+        if number is None:
+            number = svc.ports[0].number if svc is not None and len(svc.ports) == 1 else port
+        name = f"outbound|{number}|{dest.subset or ''}|{host}"
+        out.append(MirrorPolicy(name, ctx.clusters.get(name), fraction))
+    return out
 
 
 def _re2_substitution(rewrite: str) -> str:

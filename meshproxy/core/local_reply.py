@@ -67,6 +67,7 @@ def render(
     route_headers: Headers | None = None,
     close: bool = False,
     head_only: bool = False,
+    late: Headers | None = None,
 ) -> bytes:
     """The full response bytes of a local reply, in Envoy's header order.
 
@@ -82,7 +83,8 @@ def render(
 
     ``extra`` is what the reply itself adds (a redirect's ``location``);
     ``route_headers`` the route's response header edits, already applied.
-    ``head_only`` answers a HEAD: the same headers, no body.
+    ``head_only`` answers a HEAD: the same headers, no body.  ``late`` are headers a filter
+    adds on the way out (CORS on a router reply): just before ``date``.
     """
     parts = [status_line(status)]
     if extra:
@@ -97,10 +99,16 @@ def render(
             parts.append(b"content-length: %d\r\n" % len(body))
         else:
             parts.append(b"content-length: %d\r\ncontent-type: text/plain\r\n" % len(body))
+        if late:
+            for k, v in late:
+                parts.append(k + b": " + v + b"\r\n")
         parts.append(b"date: " + date + b"\r\nserver: " + server + b"\r\n")
     else:
         if route_headers:
             for k, v in route_headers:
+                parts.append(k + b": " + v + b"\r\n")
+        if late:
+            for k, v in late:
                 parts.append(k + b": " + v + b"\r\n")
         parts.append(b"date: " + date + b"\r\nserver: " + server + b"\r\n")
         if close:

@@ -38,11 +38,23 @@ def retries_connect_failure(policy: RetryPolicy) -> bool:
 _GRPC_RETRY_ON = {"cancelled": b"1", "deadline-exceeded": b"4", "resource-exhausted": b"8", "internal": b"13", "unavailable": b"14"}
 
 
-def retriable_response(policy: RetryPolicy, status: int, grpc_status: bytes | None) -> bool:
-    """Whether a response head is retried under ``policy`` (Envoy's ``x-envoy-retry-on`` semantics)."""
+#: Envoy's per-request buffer limit when the route sets none: the listener's
+#: per_connection_buffer_limit_bytes, 1 MiB by default (Istio sets neither).  A request
+#: body larger than this is not kept for retries (router.cc: "Give up on the retry/shadow").
+RETRY_BUFFER_LIMIT = 1024 * 1024
+
+
+def retriable_response(policy: RetryPolicy, status: int, grpc_status: bytes | None, ratelimited: bool = False) -> bool:
+    """Whether a response head is retried under ``policy`` (Envoy's retry_state_impl.cc ``wouldRetryFromHeaders``).
+
+    ``retriable-4xx`` is 409 only; ``envoy-ratelimited`` needs ``x-envoy-ratelimited`` on the
+    response; ``retriable-headers`` needs header matchers Istio never configures, so it never fires.
+    """
     on = policy.retry_on
     if policy.num_retries <= 0 or not on:
         return False
+    if ratelimited and "envoy-ratelimited" in on:
+        return True
     if status >= 500 and "5xx" in on:
         return True
     if status in (502, 503, 504) and "gateway-error" in on:
@@ -59,6 +71,15 @@ def retriable_response(policy: RetryPolicy, status: int, grpc_status: bytes | No
 
 
 def retries_reset(policy: RetryPolicy) -> bool:
-    """Whether a connection reset before any response byte is retried (``reset`` or ``5xx``)."""
+    """Whether a reset after the request went out, before any response byte, is retried
+    (``reset``, ``5xx``, ``gateway-error``; ``reset-before-request`` only covers resets before
+    the request started, i.e. connect failures on HTTP/1)."""
     on = policy.retry_on
-    return policy.num_retries > 0 and ("reset" in on or "5xx" in on or "reset-before-request" in on)
+    return policy.num_retries > 0 and ("reset" in on or "5xx" in on or "gateway-error" in on)
+
+
+def retries_per_try_timeout(policy: RetryPolicy) -> bool:
+    """Whether a per-try timeout is retried: Envoy treats it as a local reset, which ``5xx``,
+    ``gateway-error`` and ``reset`` retry (``connect-failure`` alone does not; checked on Envoy 1.40)."""
+    on = policy.retry_on
+    return policy.num_retries > 0 and ("5xx" in on or "gateway-error" in on or "reset" in on)

@@ -71,6 +71,54 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(num_retries=0, retry_on=frozenset())
 
 
+class MirrorPolicy:
+    """One ``mirror``/``mirrors[]`` entry: a shadow copy to ``cluster`` for ``fraction`` of requests.
+
+    ``fraction`` is Envoy's (numerator, denominator) from Istio's ``MirrorPercent``:
+    absent → 100/HUNDRED; ``percentage.value`` v → int(v × 10000)/MILLION.
+    """
+
+    __slots__ = ("cluster_name", "cluster", "fraction")
+
+    def __init__(self, cluster_name: str, cluster: "Cluster | None", fraction: tuple[int, int]) -> None:
+        self.cluster_name = cluster_name
+        self.cluster = cluster
+        self.fraction = fraction
+
+
+class RoutePolicy:
+    """A route's optional per-request policies, gathered so a route without any costs one check.
+
+    ``fault`` (core.fault.FaultPolicy), ``cors`` (core.cors.CorsPolicy), ``mirrors``,
+    ``timeout`` (the route timeout, 0 = none) and ``per_try_timeout`` (from the retry policy).
+    """
+
+    __slots__ = ("fault", "cors", "mirrors", "timeout", "per_try_timeout", "expected_timeout_header")
+
+    def __init__(self, fault: Any = None, cors: Any = None, mirrors: Sequence[MirrorPolicy] = (),
+                 timeout: float = 0.0, per_try_timeout: float = 0.0) -> None:
+        self.fault = fault
+        self.cors = cors
+        self.mirrors = tuple(mirrors)
+        self.timeout = timeout
+        # Envoy (router.cc finalTimeout) drops a per-try timeout not below the route timeout.
+        if timeout > 0 and per_try_timeout >= timeout:
+            per_try_timeout = 0.0
+        self.per_try_timeout = per_try_timeout
+        #: ``x-envoy-expected-rq-timeout-ms`` on upstream requests: the per-try timeout if set,
+        #: else the route timeout (before ``x-envoy-attempt-count``).
+        expected = int((per_try_timeout or timeout) * 1000 + 1e-9)
+        self.expected_timeout_header = b"x-envoy-expected-rq-timeout-ms: %d\r\n" % expected if expected > 0 else b""
+
+    @classmethod
+    def build(cls, fault: Any = None, cors: Any = None, mirrors: Sequence[MirrorPolicy] = (),
+              timeout: float = 0.0, per_try_timeout: float = 0.0) -> "RoutePolicy | None":
+        """None when there is nothing to do per request."""
+        if fault is None and cors is None and not mirrors and timeout <= 0 and per_try_timeout <= 0:
+            return None
+        return cls(fault, cors, mirrors, timeout, per_try_timeout)
+
+
 class Cluster:
     """An upstream cluster: a service port (optionally a subset) and its endpoints."""
 
@@ -187,6 +235,7 @@ class Route:
         "direct_body",
         "source",
         "plain",
+        "policy",
     )
 
     def __init__(
@@ -208,6 +257,9 @@ class Route:
         direct_status: int = 0,
         direct_body: bytes = b"",
         source: str = "",
+        fault: Any = None,
+        cors: Any = None,
+        mirrors: Sequence[MirrorPolicy] = (),
     ) -> None:
         self.name = name
         self.match = match
@@ -232,6 +284,9 @@ class Route:
         self.direct_status = direct_status
         self.direct_body = direct_body
         self.source = source
+        #: Fault, CORS, mirrors and timeouts: None for the common route that has none of them.
+        self.policy = RoutePolicy.build(fault, cors, mirrors, timeout if action == FORWARD else 0.0,
+                                        retry.per_try_timeout if action == FORWARD and retry.num_retries > 0 else 0.0)
         #: No rewrite and no request header edits: the transport's one-pass serializer applies.
         self.plain = (
             prefix_rewrite is None and path_rewrite is None and regex_rewrite is None
@@ -282,6 +337,15 @@ class Route:
                 out["route"]["regex_rewrite"] = {"pattern": self.regex_rewrite[0].pattern, "substitution": self.regex_rewrite[1]}
             if self.host_rewrite is not None:
                 out["route"]["host_rewrite_literal"] = self.host_rewrite
+            if self.policy is not None and self.policy.mirrors:
+                out["route"]["request_mirror_policies"] = [
+                    {"cluster": m.cluster_name, "runtime_fraction": {"numerator": m.fraction[0], "denominator": m.fraction[1]}}
+                    for m in self.policy.mirrors
+                ]
+        if self.policy is not None and self.policy.fault is not None:
+            out.setdefault("typed_per_filter_config", {})["envoy.filters.http.fault"] = self.policy.fault.describe()
+        if self.policy is not None and self.policy.cors is not None:
+            out.setdefault("typed_per_filter_config", {})["envoy.filters.http.cors"] = self.policy.cors.describe()
         elif self.action == REDIRECT and self.redirect is not None:
             r = self.redirect
             out["redirect"] = {

@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
+from ..core import cors as cors_mod
+from ..core import flags as flags_mod
 from ..core import local_reply
 from ..core.balancer import compute_hash
 from ..core.endpoints import Endpoint
@@ -26,10 +28,19 @@ from ..core.headers import HOP_BY_HOP
 from ..core.ids import new_request_id
 from ..core.local_reply import LocalReply, status_line
 from ..core.request import BadTarget, RequestContext, split_target
-from ..core.retry import backoff_seconds, retriable_response, retries_connect_failure, retries_reset
-from ..core.router import decide, redirect_location
-from ..core.snapshot import DIRECT_RESPONSE, ORIGINAL_DST, REDIRECT, Cluster, Route, WeightedDestination
+from ..core.fault import render_grpc_abort
+from ..core.retry import (
+    RETRY_BUFFER_LIMIT,
+    backoff_seconds,
+    retriable_response,
+    retries_connect_failure,
+    retries_per_try_timeout,
+    retries_reset,
+)
+from ..core.router import Decision, decide, redirect_location
+from ..core.snapshot import DIRECT_RESPONSE, FORWARD, ORIGINAL_DST, REDIRECT, Cluster, Route, RoutePolicy, WeightedDestination
 from ..protocols.events import Headers, ProtocolError, RequestHead, ResponseHead
+from .shadow import ShadowRequest, shadow_head
 from .upstream import HIGH_WATER, UpstreamConnection
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -74,6 +85,22 @@ _PLAIN_SPECIAL = HOP_BY_HOP | _INTERNAL_ONLY | _ORIGINAL_HEADERS | {b"host", b"x
 #: Response headers the proxy replaces or drops.
 _RESPONSE_SPECIAL = HOP_BY_HOP | {b"server", b"date", b"x-envoy-upstream-service-time"}
 _ATTEMPT_SLOT = (b"x-envoy-attempt-count", b"")
+_TIMEOUT_BODY = b"upstream request timeout"
+
+
+class _PolicyState:
+    """Per-request state of a route's fault / CORS / mirror / timeout policy (only when it has one)."""
+
+    __slots__ = ("policy", "decision", "route_timer", "try_timer", "cors_origin", "shadows", "router_started")
+
+    def __init__(self, policy: RoutePolicy) -> None:
+        self.policy = policy
+        self.decision: Decision | None = None
+        self.route_timer: asyncio.TimerHandle | None = None
+        self.try_timer: asyncio.TimerHandle | None = None
+        self.cors_origin: bytes | None = None
+        self.shadows: list[ShadowRequest] = []
+        self.router_started = False
 
 
 def _host_header(headers: Headers) -> str:
@@ -122,6 +149,9 @@ class ProxyStream:
         "upstream_keep_alive",
         "pipelined",
         "cork",
+        "px",
+        "body_copy",
+        "body_copy_size",
     )
 
     def __init__(self, down: "DownstreamConnection", head: RequestHead) -> None:
@@ -162,6 +192,11 @@ class ProxyStream:
         #: While the upstream connection feeds its codec, response bytes collect here and go
         #: out in one write: a head and a small body cost one syscall, not two.
         self.cork: list[bytes] | None = None
+        #: Fault / CORS / mirror / timeout state; None for a route without such policy.
+        self.px: _PolicyState | None = None
+        #: The request body kept for a retry (None: not kept, or over the buffer limit).
+        self.body_copy: list[bytes] | None = None
+        self.body_copy_size = 0
 
     # ------------------------------------------------------------------ decode path
     def preload(self, chunks: list[bytes], ended: bool, trailers: Headers | None) -> None:
@@ -197,6 +232,22 @@ class ProxyStream:
         decision = decide(table, req, state.randrange)
         route = decision.route
         self.route = route
+        if route is not None and route.policy is not None and route.action == FORWARD:
+            # Istio's filter order: fault (delay, then abort), CORS, then the router.
+            px = self.px = _PolicyState(route.policy)
+            px.decision = decision
+            if self._fault():
+                return
+            if self._cors():
+                return
+        self._route(decision)
+
+    def _route(self, decision: Decision) -> None:
+        """The router's part: answer locally, or forward."""
+        route = decision.route
+        req = self.req
+        assert req is not None
+        listener = self.down.listener
         if decision.reply is not None:
             self.dest = decision.destination
             self.local_reply(decision.reply, route=route)
@@ -220,7 +271,171 @@ class ProxyStream:
                 hash_policy, header=req.header, query=req.query, source_ip=req.source_ip
             )
         self.upstream_head = self._build_upstream_head(req, route, dest)
+        if self.head.has_body and route.retry.num_retries > 0:
+            self.body_copy = list(self.pending_body)
+            self.body_copy_size = self.pending_size
+            if self.body_copy_size > RETRY_BUFFER_LIMIT:
+                self.body_copy = None
+        px = self.px
+        if px is not None:
+            px.router_started = True
+            if px.policy.expected_timeout_header:
+                prefix, suffix = self.upstream_head
+                self.upstream_head = (prefix + px.policy.expected_timeout_header, suffix)
+            if px.policy.mirrors:
+                self._start_shadows(px)
+            if px.policy.timeout > 0 and (self.request_ended or not self.head.has_body):
+                self._arm_route_timeout(px)
         self._attempt()
+
+    # ------------------------------------------------------------------ policies (fault, CORS, mirror, timeouts)
+    def _fault(self) -> bool:
+        """Envoy's fault filter: True when the request was delayed or aborted."""
+        px = self.px
+        assert px is not None
+        fault = px.policy.fault
+        if fault is None:
+            return False
+        rng = self.state.rng
+        delay = fault.delay_for(rng.getrandbits(64))
+        if delay > 0:
+            self.flags = flags_mod.add(self.flags, "DI")
+            self.retry_handle = self.state.loop.call_later(delay, self._after_delay)
+            return True
+        return self._fault_abort()
+
+    def _fault_abort(self) -> bool:
+        px = self.px
+        assert px is not None
+        fault = px.policy.fault
+        reply = fault.abort_for(self.state.rng.getrandbits(64))
+        if reply is None:
+            return False
+        if fault.abort_grpc_status is not None and self.req is not None:
+            ctype = self.req.header(b"content-type")
+            if ctype is not None and ctype.startswith(b"application/grpc"):
+                state = self.state
+                raw = render_grpc_abort(fault.abort_grpc_status, state.snapshot.proxy.server_header, state.date())
+                self.local_reply(reply, raw=raw)
+                return True
+        self.local_reply(reply)
+        return True
+
+    def _after_delay(self) -> None:
+        self.retry_handle = None
+        px = self.px
+        if self.done or px is None or px.decision is None:
+            return
+        if self._fault_abort() or self._cors():
+            return
+        self._route(px.decision)
+
+    def _cors(self) -> bool:
+        """Envoy's CORS filter: True when the proxy answered a preflight itself."""
+        px = self.px
+        assert px is not None
+        policy = px.policy.cors
+        if policy is None:
+            return False
+        decision = cors_mod.evaluate(policy, self.head.method, self.head.headers)
+        if decision.preflight is not None:
+            self.local_reply(LocalReply(200, b"", "cors_response", "-"), extra=decision.preflight)
+            return True
+        px.cors_origin = decision.origin
+        return False
+
+    def _start_shadows(self, px: _PolicyState) -> None:
+        rng = self.state.rng
+        head = None
+        for mirror in px.policy.mirrors:
+            if mirror.cluster is None:
+                continue
+            n, d = mirror.fraction
+            if rng.getrandbits(64) % d >= n:
+                continue
+            if head is None:
+                head = shadow_head(*self.upstream_head)
+            shadow = ShadowRequest(self.state, mirror.cluster, head, self.head.method, self.head.chunked, self.hash_key)
+            for chunk in self.pending_body:
+                shadow.feed(chunk)
+            if self.request_ended:
+                shadow.end(self.request_trailers)
+            px.shadows.append(shadow)
+
+    def _arm_route_timeout(self, px: _PolicyState) -> None:
+        if px.route_timer is None:
+            px.route_timer = self.state.loop.call_later(px.policy.timeout, self._on_route_timeout)
+
+    def _on_route_timeout(self) -> None:
+        """The route ``timeout`` expired: 504 ``upstream request timeout`` (UT), or a cut
+        connection when the response had already started."""
+        px = self.px
+        if px is not None:
+            px.route_timer = None
+        if self.done:
+            return
+        self._cancel_timers()
+        conn = self.upstream
+        if conn is not None:
+            self._release_upstream(conn, reusable=False)
+        if self.response_started:
+            self.flags = flags_mod.add(self.flags, "UT")
+            self.down.abort()
+            self._complete(aborted=True)
+            return
+        self.local_reply(LocalReply(504, _TIMEOUT_BODY, "upstream_response_timeout", "UT"))
+
+    def _on_per_try_timeout(self) -> None:
+        """``retries.perTryTimeout`` expired before the response started: retry when the policy
+        retries resets (5xx / gateway-error / reset) and attempts remain, else 504 (UT)."""
+        px = self.px
+        if px is not None:
+            px.try_timer = None
+        if self.done or self.response_started:
+            return
+        route = self.route
+        assert route is not None
+        policy = route.retry
+        conn = self.upstream
+        if retries_per_try_timeout(policy) and self._body_retriable():
+            if self.attempts <= policy.num_retries:
+                self._retry_after_failure(conn)
+                return
+            self.flags = flags_mod.add(self.flags, "URX")
+        if conn is not None:
+            self._release_upstream(conn, reusable=False)
+        self.local_reply(LocalReply(504, _TIMEOUT_BODY, "upstream_per_try_timeout", "UT"))
+
+    def _cancel_timers(self) -> None:
+        if self.retry_handle is not None:
+            self.retry_handle.cancel()
+            self.retry_handle = None
+        px = self.px
+        if px is not None:
+            if px.route_timer is not None:
+                px.route_timer.cancel()
+                px.route_timer = None
+            if px.try_timer is not None:
+                px.try_timer.cancel()
+                px.try_timer = None
+
+    def _body_retriable(self) -> bool:
+        """A request with a body is retried only while all of it is kept (within the buffer limit)."""
+        return not self.head.has_body or self.body_copy is not None
+
+    def _observe_body(self, data: bytes) -> None:
+        copy = self.body_copy
+        if copy is not None:
+            self.body_copy_size += len(data)
+            if self.body_copy_size > RETRY_BUFFER_LIMIT:
+                # Envoy: "the request payload exceeds the buffer limit; give up on the retry".
+                self.body_copy = None
+            else:
+                copy.append(data)
+        px = self.px
+        if px is not None and px.shadows:
+            for shadow in px.shadows:
+                shadow.feed(data)
 
     def _build_upstream_head(self, req: RequestContext, route: Route, dest: WeightedDestination) -> tuple[bytes, bytes]:
         """The upstream request head, split where ``x-envoy-attempt-count`` goes.
@@ -356,13 +571,24 @@ class ProxyStream:
         """Pick an endpoint and get a connection to it (pooled or new)."""
         cluster = self.cluster
         assert cluster is not None and self.req is not None
+        if self.attempts:
+            # A retry: the request goes out again, with the whole kept body.
+            copy = self.body_copy
+            if copy is not None:
+                self.pending_body = list(copy)
+                self.pending_size = self.body_copy_size
+            self.request_sent = False
         self.attempts += 1
         if cluster.kind == ORIGINAL_DST or cluster.balancer.passthrough:
             # PassthroughCluster, a NONE-resolution ServiceEntry or a PASSTHROUGH load balancer:
             # connect where the client meant to go (in explicit mode, the Host's host:port).
             endpoint = self.state.passthrough_endpoint(self.req.host, self.req.port or 80)
         else:
-            endpoint = cluster.balancer.choose(self.hash_key, self.tried or None)
+            tried = self.tried
+            route = self.route
+            if tried and route is not None and not route.retry.ignore_previous_hosts:
+                tried = []
+            endpoint = cluster.balancer.choose(self.hash_key, tried or None)
             if endpoint is None:
                 self.local_reply(local_reply.NO_HEALTHY_UPSTREAM)
                 return
@@ -400,11 +626,15 @@ class ProxyStream:
             self.retry_handle = self.state.loop.call_later(delay, self._retry)
             return
         retried = self.attempts > 1
-        flags = "URX,UF" if retried else "UF"
+        flags = "UF,URX" if retried else "UF"
         self.local_reply(local_reply.upstream_failure(reason, retried=retried, flags=flags, details="upstream_reset_before_response_started{remote_connection_failure}"))
 
     def _retry_after_failure(self, conn: UpstreamConnection | None) -> None:
         """Drop the current attempt's connection and schedule the next attempt."""
+        px = self.px
+        if px is not None and px.try_timer is not None:
+            px.try_timer.cancel()
+            px.try_timer = None
         if conn is not None:
             self._release_upstream(conn, reusable=False)
         if self.endpoint is not None:
@@ -454,6 +684,8 @@ class ProxyStream:
 
     def request_data(self, data: bytes) -> None:
         self.request_body_bytes += len(data)
+        if self.body_copy is not None or self.px is not None:
+            self._observe_body(data)
         conn = self.upstream
         if conn is not None and conn.transport is not None:
             if self.head.chunked:
@@ -471,6 +703,13 @@ class ProxyStream:
     def request_end(self, trailers: Headers | None) -> None:
         self.request_ended = True
         self.request_trailers = trailers
+        px = self.px
+        if px is not None and px.router_started:
+            for shadow in px.shadows:
+                shadow.end(trailers)
+            if px.policy.timeout > 0:
+                # Envoy's route timeout starts once the whole request has been received.
+                self._arm_route_timeout(px)
         conn = self.upstream
         if conn is not None and conn.transport is not None:
             self._finish_request(conn.transport)
@@ -479,6 +718,9 @@ class ProxyStream:
         if self.request_sent:
             return
         self.request_sent = True
+        px = self.px
+        if px is not None and px.policy.per_try_timeout > 0 and px.try_timer is None:
+            px.try_timer = self.state.loop.call_later(px.policy.per_try_timeout, self._on_per_try_timeout)
         if self.head.chunked:
             trailers = self.request_trailers
             if trailers:
@@ -495,17 +737,26 @@ class ProxyStream:
                 down.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
         route = self.route
-        if (
-            route is not None
-            and route.retry.num_retries > 0
-            and self.attempts <= route.retry.num_retries
-            and not self.head.has_body
-            and retriable_response(route.retry, status, rh.get(b"grpc-status"))
-            and self.upstream is not None
-        ):
-            # Discard this answer (and its connection) and try again, as Envoy's router does.
-            self._retry_after_failure(self.upstream)
-            return
+        px = self.px
+        if px is not None and px.try_timer is not None:
+            px.try_timer.cancel()
+            px.try_timer = None
+        if route is not None:
+            retry = route.retry
+            if (
+                retry.num_retries > 0
+                and self.upstream is not None
+                and retriable_response(
+                    retry, status, rh.get(b"grpc-status"),
+                    "envoy-ratelimited" in retry.retry_on and rh.get(b"x-envoy-ratelimited") is not None,
+                )
+            ):
+                if self.attempts <= retry.num_retries and self._body_retriable():
+                    # Discard this answer (and its connection) and try again, as Envoy's router does.
+                    self._retry_after_failure(self.upstream)
+                    return
+                if self.attempts > retry.num_retries:
+                    self.flags = flags_mod.add(self.flags, "URX")
         self.status = status
         self.response_started = True
         self.upstream_keep_alive = rh.keep_alive
@@ -515,7 +766,12 @@ class ProxyStream:
         server = state.snapshot.proxy.server_header
         headers = rh.headers
         dest = self.dest
-        edits = (route is not None and route.response_headers is not None) or (dest is not None and dest.response_headers is not None)
+        cors_origin = px.cors_origin if px is not None else None
+        edits = (
+            (route is not None and route.response_headers is not None)
+            or (dest is not None and dest.response_headers is not None)
+            or cors_origin is not None
+        )
         parts = [status_line(status)]
         extend = parts.extend
         has_server = has_date = False
@@ -540,6 +796,8 @@ class ProxyStream:
                 tail = route.response_headers.apply(tail)
             if dest is not None and dest.response_headers is not None:
                 tail = dest.response_headers.apply(tail)
+            if cors_origin is not None and px is not None:
+                tail = cors_mod.apply_to_response(px.policy.cors, cors_origin, tail)
             for k, v in tail:
                 extend((k, b": ", v, b"\r\n"))
         else:
@@ -649,6 +907,10 @@ class ProxyStream:
         if termination and self._may_retry_reset():
             self._retry_after_failure(None)
             return
+        px = self.px
+        if px is not None and px.try_timer is not None:
+            px.try_timer.cancel()
+            px.try_timer = None
         if termination:
             reply = local_reply.upstream_failure("connection termination", retried=self.attempts > 1, flags="UC", details=details)
         else:
@@ -662,18 +924,17 @@ class ProxyStream:
             route is not None
             and retries_reset(route.retry)
             and self.attempts <= route.retry.num_retries
-            and not self.head.has_body
+            and self._body_retriable()
         )
 
     def downstream_lost(self) -> None:
         """The client went away: cancel the upstream attempt (flag DC)."""
         if self.done:
             return
-        self.flags = "DC"
+        self.flags = flags_mod.add(self.flags, "DC")
         self.cork = None
-        if self.retry_handle is not None:
-            self.retry_handle.cancel()
-            self.retry_handle = None
+        self._cancel_timers()
+        self._abandon_shadows()
         conn = self.upstream
         if conn is not None:
             self._release_upstream(conn, reusable=False)
@@ -687,11 +948,12 @@ class ProxyStream:
         route: Route | None = None,
         extra: Headers | None = None,
         close: bool = False,
+        raw: bytes | None = None,
     ) -> None:
         if self.done or self.response_started:
             return
         self.status = reply.status
-        self.flags = reply.flags
+        self.flags = reply.flags if self.flags == "-" else flags_mod.add(self.flags, reply.flags)
         self.details = reply.details
         route_headers: Headers | None = None
         if route is not None and route.response_headers is not None:
@@ -705,7 +967,12 @@ class ProxyStream:
         self.keep_alive = self.keep_alive and not close and not self.pipelined
         state = self.state
         self.response_started = True
-        data = local_reply.render(
+        px = self.px
+        late = None
+        if px is not None and px.cors_origin is not None:
+            # The CORS filter's encode pass also sees replies the router makes after it.
+            late = px.policy.cors.response_headers(px.cors_origin)
+        data = raw if raw is not None else local_reply.render(
             reply.status,
             reply.body,
             state.snapshot.proxy.server_header,
@@ -714,6 +981,7 @@ class ProxyStream:
             route_headers=route_headers,
             close=close,
             head_only=self.response_no_body,
+            late=late,
         )
         self.down.write(data)
         self._complete(local=True)
@@ -728,8 +996,19 @@ class ProxyStream:
         if self.retry_handle is not None:
             self.retry_handle.cancel()
             self.retry_handle = None
+        if self.px is not None:
+            self._cancel_timers()
+            if not self.request_ended:
+                self._abandon_shadows()
         self.state.on_stream_complete(self)
         self.down.stream_done(self, keep_alive=self.keep_alive and not aborted)
+
+    def _abandon_shadows(self) -> None:
+        px = self.px
+        if px is not None:
+            for shadow in px.shadows:
+                if not shadow.ended:
+                    shadow.abandon()
 
     # ------------------------------------------------------------------ backpressure
     def pause_downstream_reading(self) -> None:

@@ -138,6 +138,28 @@ spec:
     route: [{destination: {host: reviews, subset: v1}}]
   - match: [{uri: {exact: /method-only}, method: {exact: DELETE}}]
     route: [{destination: {host: reviews, subset: v2}}]
+  - match: [{uri: {prefix: /fault-abort}}]
+    fault: {abort: {httpStatus: 503, percentage: {value: 100}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /fault-grpc}}]
+    fault: {abort: {grpcStatus: UNAVAILABLE, percentage: {value: 100}}}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /timeout}}]
+    timeout: 300ms
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /cors-ignore}}]
+    corsPolicy: {allowOrigins: [{exact: "https://a.example"}], allowMethods: [GET], unmatchedPreflights: IGNORE}
+    route: [{destination: {host: reviews, subset: v1}}]
+  - match: [{uri: {prefix: /cors}}]
+    timeout: 300ms
+    corsPolicy:
+      allowOrigins: [{exact: "https://a.example"}, {prefix: "https://p."}]
+      allowMethods: [GET, POST]
+      allowHeaders: [x-a, x-b]
+      exposeHeaders: [x-e1, x-e2]
+      maxAge: 10m
+      allowCredentials: true
+    route: [{destination: {host: reviews, subset: v1}}]
   - match: [{uri: {prefix: /}}]
     route: [{destination: {host: reviews, subset: v1}}]
 ---
@@ -174,6 +196,17 @@ def sidecar_envoy_bootstrap(listen_port: int, ports: dict[str, int], outbound_po
 
     v1, v2 = c(REVIEWS, "v1"), c(REVIEWS, "v2")
     kw = {"vs_name": "reviews", "port": SERVICE_PORT}
+    def policy(r: dict[str, Any], name: str, config: dict[str, Any]) -> dict[str, Any]:
+        """route.go ``translateRoute``: fault and CORS as typed_per_filter_config on the route."""
+        types = {"envoy.filters.http.fault": "envoy.extensions.filters.http.fault.v3.HTTPFault",
+                 "envoy.filters.http.cors": "envoy.extensions.filters.http.cors.v3.CorsPolicy"}
+        r.setdefault("typed_per_filter_config", {})[name] = {"@type": "type.googleapis.com/" + types[name], **config}
+        return r
+
+    def cors(**kw: Any) -> dict[str, Any]:
+        return {"filter_enabled": {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}, **kw}
+
+    everyone = {"numerator": 1000000, "denominator": "MILLION"}
     reviews_routes = [
         ie.route(v2, match=pfx("/", headers=[{"name": "end-user", "string_match": {"exact": "jason"}}]), **kw),
         ie.route(v2, match=pfx("/single"), **kw),  # one destination: a plain cluster, weight ignored
@@ -202,6 +235,18 @@ def sidecar_envoy_bootstrap(listen_port: int, ports: dict[str, int], outbound_po
         ie.route(v1, match=pfx("/retry5xx"), retries={"attempts": 2, "retryOn": "5xx"}, **kw),
         ie.route(v2, match=ie.route_match(path="/method-only",
                                           headers=[{"name": ":method", "string_match": {"exact": "DELETE"}}]), **kw),
+        policy(ie.route(v1, match=pfx("/fault-abort"), **kw), "envoy.filters.http.fault",
+               {"abort": {"http_status": 503, "percentage": everyone}}),
+        policy(ie.route(v1, match=pfx("/fault-grpc"), **kw), "envoy.filters.http.fault",
+               {"abort": {"grpc_status": 14, "percentage": everyone}}),
+        ie.route(v1, match=pfx("/timeout"), timeout="0.3s", **kw),
+        policy(ie.route(v1, match=pfx("/cors-ignore"), **kw), "envoy.filters.http.cors",
+               cors(allow_origin_string_match=[{"exact": "https://a.example"}], allow_methods="GET",
+                    forward_not_matching_preflights=False)),
+        policy(ie.route(v1, match=pfx("/cors"), timeout="0.3s", **kw), "envoy.filters.http.cors",
+               cors(allow_origin_string_match=[{"exact": "https://a.example"}, {"prefix": "https://p."}],
+                    allow_methods="GET,POST", allow_headers="x-a,x-b", expose_headers="x-e1,x-e2", max_age="600",
+                    allow_credentials=True, forward_not_matching_preflights=True)),
         ie.route(v1, match=pfx("/"), **kw),
     ]
     vhosts = [
@@ -441,6 +486,30 @@ CASES = [
     C("upstream-503-not-retried-by-default", "sidecar", req("GET", "/", R, "x-backend-status: 503")),
     C("retry-on-5xx-three-attempts", "sidecar", req("GET", "/retry5xx", R, "x-backend-status: 503")),
     C("upstream-404-passed-through", "sidecar", req("GET", "/", R, "x-backend-status: 404")),
+    C("retry-on-5xx-post-body-resent", "sidecar", req("POST", "/retry5xx", R, "x-backend-status: 503",
+                                                     "Content-Length: 5", body=b"hello")),
+    # ---- fault, timeout, CORS (VirtualService fault / timeout / corsPolicy)
+    C("fault-abort-503", "sidecar", req("GET", "/fault-abort", R)),
+    C("fault-abort-keeps-connection", "sidecar", req("GET", "/fault-abort", R), close=True),
+    C("fault-abort-grpc-client", "sidecar", req("POST", "/fault-grpc", R, "content-type: application/grpc",
+                                                "Content-Length: 0")),
+    C("fault-abort-grpc-plain-client", "sidecar", req("GET", "/fault-grpc", R)),
+    C("route-timeout-504", "sidecar", req("GET", "/timeout", R, "x-backend-delay-ms: 1000")),
+    C("route-timeout-not-reached", "sidecar", req("GET", "/timeout", R, "x-backend-delay-ms: 10")),
+    C("cors-preflight", "sidecar", req("OPTIONS", "/cors", R, "Origin: https://a.example",
+                                       "Access-Control-Request-Method: POST")),
+    C("cors-preflight-prefix-origin", "sidecar", req("OPTIONS", "/cors", R, "Origin: https://p.x",
+                                                     "Access-Control-Request-Method: PUT",
+                                                     "Access-Control-Request-Headers: x-q")),
+    C("cors-preflight-unmatched-ignored", "sidecar", req("OPTIONS", "/cors-ignore", R, "Origin: https://evil",
+                                                         "Access-Control-Request-Method: POST")),
+    C("cors-simple-allowed", "sidecar", req("GET", "/cors", R, "Origin: https://a.example")),
+    C("cors-simple-not-allowed", "sidecar", req("GET", "/cors", R, "Origin: https://evil")),
+    C("cors-simple-upstream-headers-replaced", "sidecar",
+      req("GET", "/cors", R, "Origin: https://a.example", "x-backend-set: access-control-allow-origin=foo",
+          "x-backend-set: access-control-expose-headers=zz")),
+    C("cors-on-router-local-reply", "sidecar", req("GET", "/cors", R, "Origin: https://a.example",
+                                                   "x-backend-delay-ms: 1000")),
     # ---- registry only
     C("registry-only-unknown-host-502", "registry_only", req("GET", "/x", "unknown.example.com:9080")),
     C("registry-only-unknown-ip-port-502", "registry_only", req("GET", "/x", "127.0.0.1:{ext_port}")),
