@@ -51,6 +51,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats-port", type=int, default=15090, help="Prometheus /stats/prometheus port (0: none)")
     p.add_argument("--health-port", type=int, default=15021, help="/healthz/ready port (0: none)")
     p.add_argument("--workload-name", default="", help="this workload's name for telemetry (default: app-version)")
+    p.add_argument("--access-log-file", default=None, metavar="PATH",
+                   help="access log destination (/dev/stdout, a file); overrides MeshConfig accessLogFile")
+    p.add_argument("--access-log-encoding", choices=["TEXT", "JSON"], default=None)
+    p.add_argument("--access-log-format", default=None, help="Envoy format string (TEXT) or JSON object (JSON)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +178,7 @@ async def _serve(args: argparse.Namespace, snapshot) -> int:  # type: ignore[no-
     workload = args.workload_name or default_workload_name(args.mode, args.labels)
     state.metrics = RequestMetrics(PeerInfo(workload, args.namespace, args.labels))
     page = prometheus.Exposition(state, state.metrics)
+    state.access_log = _access_log(args, snapshot)
     proxy = ProxyServer(state)
     stop = asyncio.Event()
     admin = AdminServer(proxy, args.admin_bind, args.admin_port, stop.set)
@@ -204,7 +209,22 @@ async def _serve(args: argparse.Namespace, snapshot) -> int:  # type: ignore[no-
     await proxy.close()
     for server in servers:
         await server.close()
+    if state.access_log is not None:
+        state.access_log.close()
     return 0
+
+
+def _access_log(args: argparse.Namespace, snapshot):  # type: ignore[no-untyped-def]
+    """The access log MeshConfig (or the flags) asks for; None when off, as in Istio by default."""
+    from .telemetry.access_log import AccessLog, Formatter
+
+    mesh = snapshot.mesh
+    path = args.access_log_file if args.access_log_file is not None else mesh.get("accessLogFile", "")
+    if not path:
+        return None
+    encoding = args.access_log_encoding or mesh.get("accessLogEncoding") or "TEXT"
+    fmt = args.access_log_format if args.access_log_format is not None else mesh.get("accessLogFormat", "")
+    return AccessLog(path, Formatter(str(encoding), fmt or ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

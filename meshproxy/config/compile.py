@@ -126,6 +126,7 @@ def compile_snapshot(config: Any, proxy: ProxyInfo, options: CompileOptions, *, 
         "outboundTrafficPolicy": {"mode": policy},
         "accessLogFile": getattr(mesh, "access_log_file", ""),
         "accessLogEncoding": getattr(mesh, "access_log_encoding", "TEXT"),
+        "accessLogFormat": getattr(mesh, "access_log_format", "") or "",
         "connectTimeout": f"{connect_timeout:g}s",
         "defaultHttpRetryPolicy": default_retry.describe(),
     }

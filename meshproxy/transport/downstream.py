@@ -55,6 +55,8 @@ class DownstreamConnection(asyncio.Protocol):
         "write_paused",
         "errored",
         "eof",
+        "local_address",
+        "remote_address",
     )
 
     def __init__(self, state: "ProxyState", listener: "ListenerSpec") -> None:
@@ -71,6 +73,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.write_paused = False
         self.errored = False
         self.eof = False
+        self.local_address = ""
+        self.remote_address = ""
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -79,6 +83,10 @@ class DownstreamConnection(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         if peer:
             self.peer_ip = peer[0]
+            self.remote_address = f"{peer[0]}:{peer[1]}"
+        local = transport.get_extra_info("sockname")
+        if local:
+            self.local_address = f"{local[0]}:{local[1]}"
         self.state.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:

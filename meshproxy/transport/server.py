@@ -80,6 +80,10 @@ class ProxyState:
         self.started = time.time()
         #: Istio's request metrics (``meshproxy.telemetry.metrics.RequestMetrics``), when enabled.
         self.metrics: Any = None
+        #: The access log (``meshproxy.telemetry.access_log.AccessLog``), when enabled.
+        self.access_log: Any = None
+        #: Add to ``loop.time()`` for wall-clock time (access log START_TIME).
+        self.wall_offset = time.time() - self.loop.time()
 
     def date(self) -> bytes:
         """The ``date`` header value, formatted once per second."""
@@ -130,6 +134,9 @@ class ProxyState:
                 stream.request_body_bytes,
                 stream.response_body_bytes,
             )
+        access_log = self.access_log
+        if access_log is not None:
+            access_log.log(stream)
 
 
 class ProxyServer:

@@ -112,6 +112,13 @@ def _host_header(headers: Headers) -> str:
     return found.decode("latin-1") if found is not None else ""
 
 
+def _host_header_value(headers: Headers, name: bytes) -> bytes | None:
+    for k, v in headers:
+        if k == name:
+            return v
+    return None
+
+
 class ProxyStream:
     __slots__ = (
         "down",
@@ -149,6 +156,9 @@ class ProxyStream:
         "upstream_keep_alive",
         "pipelined",
         "cork",
+        "request_id",
+        "upstream_service_ms",
+        "upstream_local",
         "px",
         "body_copy",
         "body_copy_size",
@@ -192,6 +202,11 @@ class ProxyStream:
         #: While the upstream connection feeds its codec, response bytes collect here and go
         #: out in one write: a head and a small body cost one syscall, not two.
         self.cork: list[bytes] | None = None
+        #: For the access log: the id sent upstream when the proxy made one, the upstream's
+        #: service time and the local address of the upstream connection.
+        self.request_id: bytes | None = None
+        self.upstream_service_ms = -1
+        self.upstream_local = ""
         #: Fault / CORS / mirror / timeout state; None for a route without such policy.
         self.px: _PolicyState | None = None
         #: The request body kept for a retry (None: not kept, or over the buffer limit).
@@ -489,7 +504,7 @@ class ProxyStream:
                 has_request_id = True
                 if edge or not v:
                     # The edge does not trust a client's id; an empty one is replaced anywhere.
-                    v = new_request_id()
+                    v = self._new_request_id()
             elif k == b"x-forwarded-proto":
                 has_proto = True
                 if edge:
@@ -512,7 +527,7 @@ class ProxyStream:
         if edge and not has_external:
             append((b"x-envoy-external-address", peer.encode()))
         if not has_request_id:
-            append((b"x-request-id", new_request_id()))
+            append((b"x-request-id", self._new_request_id()))
         append(_ATTEMPT_SLOT)
         if route.host_rewrite:
             append((b"x-envoy-original-host", req.authority.encode("latin-1")))
@@ -549,7 +564,7 @@ class ProxyStream:
                         continue
                     has_request_id = True
                     if not v:
-                        v = new_request_id()
+                        v = self._new_request_id()
                 elif k == b"x-forwarded-proto":
                     has_proto = True
                 elif k == b"te":
@@ -564,8 +579,12 @@ class ProxyStream:
         if not has_proto:
             parts.append(b"x-forwarded-proto: http\r\n")
         if not has_request_id:
-            extend((b"x-request-id: ", new_request_id(), b"\r\n"))
+            extend((b"x-request-id: ", self._new_request_id(), b"\r\n"))
         return b"".join(parts), (b"transfer-encoding: chunked\r\n\r\n" if head.chunked else b"\r\n")
+
+    def _new_request_id(self) -> bytes:
+        rid = self.request_id = new_request_id()
+        return rid
 
     def _attempt(self) -> None:
         """Pick an endpoint and get a connection to it (pooled or new)."""
@@ -651,6 +670,7 @@ class ProxyStream:
 
     def _attach(self, conn: UpstreamConnection) -> None:
         conn.stream = self
+        self.upstream_local = conn.local_address
         conn.requests += 1
         self.upstream = conn
         endpoint = self.endpoint
@@ -761,7 +781,7 @@ class ProxyStream:
         self.response_started = True
         self.upstream_keep_alive = rh.keep_alive
         state = self.state
-        elapsed_ms = int((state.loop.time() - self.t_upstream) * 1000)
+        elapsed_ms = self.upstream_service_ms = int((state.loop.time() - self.t_upstream) * 1000)
         no_body = self.response_no_body or status in _NO_BODY_STATUS
         server = state.snapshot.proxy.server_header
         headers = rh.headers
@@ -939,6 +959,57 @@ class ProxyStream:
         if conn is not None:
             self._release_upstream(conn, reusable=False)
         self.done = True
+        # Envoy logs and counts a request the client abandoned (response code 0 if none was sent).
+        self.state.on_stream_complete(self)
+
+    # ------------------------------------------------------------------ access log (meshproxy.telemetry.access_log.Record)
+    def log_field(self, name: str) -> object:
+        req = self.req
+        if name == "start_time":
+            return self.t_start + self.state.wall_offset
+        if name == ":method":
+            return self.head.method
+        if name == ":path":
+            return req.path_and_query if req is not None else self.head.target
+        if name == ":authority":
+            return req.authority if req is not None else None
+        if name == "protocol":
+            return "HTTP/" + self.head.http_version
+        if name == "response_code":
+            return self.status
+        if name == "response_flags":
+            return self.flags
+        if name == "response_code_details":
+            return self.details or ("via_upstream" if self.status else None)
+        if name == "bytes_received":
+            return self.request_body_bytes
+        if name == "bytes_sent":
+            return self.response_body_bytes
+        if name == "duration":
+            return int((self.state.loop.time() - self.t_start) * 1000)
+        if name == "upstream_host":
+            return self.endpoint.key if self.endpoint is not None and self.attempts else None
+        if name == "upstream_cluster":
+            return self.cluster.name if self.cluster is not None else None
+        if name == "upstream_local_address":
+            return self.upstream_local or None
+        if name == "downstream_local_address":
+            return self.down.local_address or None
+        if name == "downstream_remote_address":
+            return self.down.remote_address or None
+        if name == "route_name":
+            return (self.route.name or None) if self.route is not None else None
+        return None
+
+    def log_request_header(self, name: bytes) -> bytes | None:
+        if name == b"x-request-id" and self.request_id is not None:
+            return self.request_id
+        return _host_header_value(self.head.headers, name)
+
+    def log_response_header(self, name: bytes) -> bytes | None:
+        if name == b"x-envoy-upstream-service-time" and self.upstream_service_ms >= 0:
+            return b"%d" % self.upstream_service_ms
+        return None
 
     # ------------------------------------------------------------------ local replies
     def local_reply(

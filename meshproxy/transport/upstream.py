@@ -24,7 +24,7 @@ HIGH_WATER = 64 * 1024
 class UpstreamConnection(asyncio.Protocol):
     """An HTTP/1.1 client connection driven by the ``ProxyStream`` attached to it."""
 
-    __slots__ = ("pool", "key", "transport", "codec", "stream", "closed", "requests", "write_paused")
+    __slots__ = ("pool", "key", "transport", "codec", "stream", "closed", "requests", "write_paused", "local_address")
 
     def __init__(self, pool: "UpstreamPool", key: str, codec_factory: Callable[[Any], Any]) -> None:
         self.pool = pool
@@ -35,11 +35,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.requests = 0
         self.write_paused = False
+        self.local_address = ""
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         transport.set_write_buffer_limits(high=HIGH_WATER)  # type: ignore[attr-defined]
+        local = transport.get_extra_info("sockname")
+        if local:
+            self.local_address = f"{local[0]}:{local[1]}"
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:

@@ -112,3 +112,36 @@ def test_histograms_use_envoy_buckets_and_count_bodies(proxy: MeshproxyProcess) 
 def test_health_port_ready(proxy: MeshproxyProcess) -> None:
     with urllib.request.urlopen(f"http://127.0.0.1:{proxy.health_port}/healthz/ready", timeout=5) as r:
         assert r.status == 200
+
+
+def test_access_log_text_and_json(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+    import time
+    from pathlib import Path
+
+    with BackendProcess("reviews") as backend:
+        path = write_config(dedent(CONFIG.format(port=backend.port)), str(tmp_path))
+        text_log, json_log = tmp_path / "access.log", tmp_path / "access.json"
+        mesh = tmp_path / "meshconfig.yaml"
+        mesh.write_text(f"accessLogFile: {text_log}\n")
+        with MeshproxyProcess.sidecar([path], extra=["--mesh-config", str(mesh)]) as p:
+            with Connection(p.port) as c:
+                c.request("GET", "/api/items?x=1", "reviews:9080", [("User-Agent", "t/1"), ("x-request-id", "rid-1")])
+                c.request("GET", "/missing", "reviews:9080")
+        with MeshproxyProcess.sidecar([path], extra=["--access-log-file", str(json_log), "--access-log-encoding", "JSON"]) as p:
+            get_ok = Connection(p.port)
+            r = get_ok.request("POST", "/api", "reviews:9080", body=b"hello")
+            get_ok.close()
+            generated = r.seen_header("x-request-id")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(Path(text_log).read_text().splitlines()) < 2:
+            time.sleep(0.05)
+    lines = Path(text_log).read_text().splitlines()
+    assert len(lines) == 2, lines
+    ok, missing = lines
+    assert ok.startswith("[") and '] "GET /api/items?x=1 HTTP/1.1" 200 - via_upstream - "-" 0 ' in ok
+    assert f'"-" "t/1" "rid-1" "reviews:9080" "127.0.0.1:{backend.port}" outbound|9080||reviews.default.svc.cluster.local 127.0.0.1:' in ok
+    assert ' "GET /missing HTTP/1.1" 503 NC cluster_not_found - "-" 0 0 ' in missing
+    entry = json.loads(Path(json_log).read_text().splitlines()[0])
+    assert entry["method"] == "POST" and entry["response_code"] == 200 and entry["bytes_received"] == 5
+    assert entry["request_id"] == generated and entry["upstream_cluster"].startswith("outbound|9080||reviews")
