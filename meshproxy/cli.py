@@ -51,6 +51,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stats-port", type=int, default=15090, help="Prometheus /stats/prometheus port (0: none)")
     p.add_argument("--health-port", type=int, default=15021, help="/healthz/ready port (0: none)")
     p.add_argument("--workload-name", default="", help="this workload's name for telemetry (default: app-version)")
+    p.add_argument("--watch", action=argparse.BooleanOptionalAction, default=True,
+                   help="reload when config files change (SIGHUP always reloads)")
+    p.add_argument("--termination-drain-duration", type=float, default=None, metavar="SECONDS",
+                   help="on SIGTERM, let requests finish for this long (MeshConfig defaultConfig.terminationDrainDuration, 5 s)")
     p.add_argument("--access-log-file", default=None, metavar="PATH",
                    help="access log destination (/dev/stdout, a file); overrides MeshConfig accessLogFile")
     p.add_argument("--access-log-encoding", choices=["TEXT", "JSON"], default=None)
@@ -182,7 +186,7 @@ async def _serve(args: argparse.Namespace, snapshot) -> int:  # type: ignore[no-
     proxy = ProxyServer(state)
     stop = asyncio.Event()
     admin = AdminServer(proxy, args.admin_bind, args.admin_port, stop.set)
-    admin.extra["/stats/prometheus"] = page.render
+    admin.extra["/stats/prometheus"] = lambda method, query: page.render()
     servers: list[TinyHTTPServer] = [admin]
     if args.stats_port:
         servers.append(EndpointServer("0.0.0.0", args.stats_port, {"/stats/prometheus": page.render}))
@@ -201,17 +205,73 @@ async def _serve(args: argparse.Namespace, snapshot) -> int:  # type: ignore[no-
         for server in servers:
             await server.close()
         return 1
+    from .reload import Reloader, watch_files
+
     loop = asyncio.get_running_loop()
+    reloader = Reloader(lambda version: load_snapshot(args, version), proxy, state)
+    loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(reloader.reload("SIGHUP")))
+    draining = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, draining.set)
+    admin.extra["/drain_listeners"] = lambda method, query: _drain_listeners(proxy, method)
+    admin.extra["/logging"] = lambda method, query: _set_logging(query)
+    watcher = loop.create_task(watch_files(args.config, reloader, stop)) if args.watch else None
     log.info("%s ready: %d listener(s), admin on %s:%d", args.mode, len(proxy.listening), args.admin_bind, args.admin_port)
-    await stop.wait()
+    waiters = [loop.create_task(stop.wait()), loop.create_task(draining.wait())]
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    for w in waiters:
+        w.cancel()
+    if draining.is_set() and not stop.is_set():
+        timeout = args.termination_drain_duration
+        if timeout is None:
+            timeout = _drain_duration(snapshot)
+        log.info("draining for up to %.1fs", timeout)
+        await proxy.drain(timeout)
+    stop.set()
+    if watcher is not None:
+        await asyncio.gather(watcher, return_exceptions=True)
     await proxy.close()
     for server in servers:
         await server.close()
     if state.access_log is not None:
         state.access_log.close()
     return 0
+
+
+def _drain_listeners(proxy, method: str) -> tuple[int, str, bytes]:  # type: ignore[no-untyped-def]
+    if method != "POST":
+        return 405, "text/plain", b"This endpoint requires POST\n"
+    proxy.drain_listeners()
+    return 200, "text/plain; charset=UTF-8", b"OK\n"
+
+
+def _set_logging(query: str) -> tuple[int, str, bytes]:
+    """Envoy's ``/logging?level=debug``: change the proxy's log level at run time."""
+    from urllib.parse import parse_qs
+
+    level = parse_qs(query).get("level", [""])[0].upper()
+    if level:
+        if level not in ("TRACE", "DEBUG", "INFO", "WARNING", "WARN", "ERROR", "CRITICAL", "OFF"):
+            return 400, "text/plain", f"unknown level {level.lower()}\n".encode()
+        mapped = {"TRACE": "DEBUG", "WARN": "WARNING", "OFF": "CRITICAL"}.get(level, level)
+        logging.getLogger("meshproxy").setLevel(mapped)
+    current = logging.getLevelName(logging.getLogger("meshproxy").getEffectiveLevel()).lower()
+    return 200, "text/plain; charset=UTF-8", f"active loggers:\n  meshproxy: {current}\n".encode()
+
+
+def _drain_duration(snapshot) -> float:  # type: ignore[no-untyped-def]
+    """MeshConfig ``defaultConfig.terminationDrainDuration`` (Istio's default: 5 s)."""
+    value = str(snapshot.mesh.get("terminationDrainDuration") or "5s")
+    try:
+        if value.endswith("ms"):
+            return float(value[:-2]) / 1000
+        if value.endswith("s"):
+            return float(value[:-1])
+        if value.endswith("m"):
+            return float(value[:-1]) * 60
+        return float(value)
+    except ValueError:
+        return 5.0
 
 
 def _access_log(args: argparse.Namespace, snapshot):  # type: ignore[no-untyped-def]

@@ -102,8 +102,9 @@ class AdminServer(TinyHTTPServer):
         super().__init__(host, port)
         self.proxy = proxy
         self.on_quit = on_quit
-        #: More paths (``/stats/prometheus`` when telemetry is on).
-        self.extra: dict[str, Callable[[], Reply]] = {}
+        #: More paths, each called with (method, query): ``/stats/prometheus``, ``/logging``,
+        #: ``/drain_listeners`` (registered by the CLI).
+        self.extra: dict[str, Callable[[str, str], Reply]] = {}
 
     def dispatch(self, method: str, target: str) -> Reply:
         path, _, query = target.partition("?")
@@ -144,7 +145,7 @@ class AdminServer(TinyHTTPServer):
             return 200, "text/plain; charset=UTF-8", b"OK\n"
         handler = self.extra.get(path)
         if handler is not None:
-            return handler()
+            return handler(method, query)
         paths = " ".join(["/ready", "/config_dump", "/clusters", "/listeners", "/server_info", "/stats", *self.extra, "/quitquitquit"])
         return 404, "text/plain", f"invalid path. admin commands are: {paths}\n".encode()
 

@@ -36,6 +36,8 @@ class ProxyCollector(Collector):
             idle.add_metric([host], n)
         yield idle
         yield GaugeMetricFamily("meshproxy_config_version", "Version of the config being served", value=state.snapshot.version)
+        yield CounterMetricFamily("meshproxy_config_reloads", "Config reloads that took effect", value=state.reloads)
+        yield CounterMetricFamily("meshproxy_config_reload_failures", "Config reloads refused (the old config kept serving)", value=state.reload_failures)
 
 
 class Exposition:

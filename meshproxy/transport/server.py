@@ -82,6 +82,9 @@ class ProxyState:
         self.metrics: Any = None
         #: The access log (``meshproxy.telemetry.access_log.AccessLog``), when enabled.
         self.access_log: Any = None
+        #: Config reloads that took effect / were refused (counted for /stats and Prometheus).
+        self.reloads = 0
+        self.reload_failures = 0
         #: Add to ``loop.time()`` for wall-clock time (access log START_TIME).
         self.wall_offset = time.time() - self.loop.time()
 
@@ -140,37 +143,88 @@ class ProxyState:
 
 
 class ProxyServer:
-    """Opens the snapshot's listeners and serves them until closed."""
+    """Opens the snapshot's listeners, swaps snapshots on reload, drains on shutdown."""
 
     def __init__(self, state: ProxyState) -> None:
         self.state = state
-        self.servers: list[asyncio.AbstractServer] = []
-        self.listening: list[ListenerSpec] = []
+        #: (bind, port) -> (listening server, its spec)
+        self._listeners: dict[tuple[str, int], tuple[asyncio.AbstractServer, ListenerSpec]] = {}
+        self.draining = False
+
+    @property
+    def servers(self) -> list[asyncio.AbstractServer]:
+        return [server for server, _ in self._listeners.values()]
+
+    @property
+    def listening(self) -> list[ListenerSpec]:
+        return [spec for _, spec in self._listeners.values()]
 
     async def start(self) -> None:
+        await self._open(self.state.snapshot.listeners)
+
+    async def _open(self, specs: "tuple[ListenerSpec, ...] | list[ListenerSpec]") -> None:
         loop = asyncio.get_running_loop()
         state = self.state
-        for spec in state.snapshot.listeners:
+        for spec in specs:
 
             def factory(spec: ListenerSpec = spec) -> DownstreamConnection:
                 return DownstreamConnection(state, spec)
 
             server = await loop.create_server(factory, spec.bind, spec.port, backlog=2048, reuse_address=True)
-            self.servers.append(server)
-            self.listening.append(spec)
+            self._listeners[(spec.bind, spec.port)] = (server, spec)
             log.info("listening on %s:%d (%s)", spec.bind, spec.port, spec.name)
 
     @property
     def ready(self) -> bool:
-        return bool(self.servers) and all(s.is_serving() for s in self.servers)
+        servers = self.servers
+        return bool(servers) and not self.draining and all(s.is_serving() for s in servers)
 
-    def swap(self, snapshot: Snapshot) -> None:
-        """Publish a new snapshot: requests already routed keep the objects they hold."""
+    async def apply(self, snapshot: Snapshot) -> None:
+        """Publish a new snapshot as one reference swap, then open/close listeners that changed.
+
+        Requests already routed keep the compiled objects they hold, so they
+        finish on the old config; the next request reads the new one.
+        """
         self.state.snapshot = snapshot
+        wanted = {(spec.bind, spec.port): spec for spec in snapshot.listeners}
+        for key in [k for k in self._listeners if k not in wanted]:
+            server, spec = self._listeners.pop(key)
+            server.close()
+            log.info("closed listener %s:%d (%s)", spec.bind, spec.port, spec.name)
+        new = [spec for key, spec in wanted.items() if key not in self._listeners]
+        if new and not self.draining:
+            await self._open(new)
 
-    async def close(self) -> None:
+    swap = apply
+
+    def drain_listeners(self) -> None:
+        """Stop accepting connections (Envoy's ``POST /drain_listeners``); served ones go on."""
+        self.draining = True
         for server in self.servers:
             server.close()
+
+    async def drain(self, timeout: float) -> None:
+        """Graceful shutdown (SIGTERM): stop accepting; every response from now on carries
+        ``connection: close`` and its connection closes after it; after ``timeout`` seconds
+        (Istio's terminationDrainDuration) whatever is still open is closed.
+
+        Idle keep-alive connections are not cut early: a client may have a request on the wire,
+        and closing under it would lose a request the proxy had in effect accepted.
+        """
+        self.drain_listeners()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.state.connections and loop.time() < deadline:
+            for conn in list(self.state.connections):
+                conn.draining = True
+            await asyncio.sleep(0.02)
+        for conn in list(self.state.connections):
+            if not conn.close_if_idle():
+                log.warning("drain: closing a connection with a request still in flight after %.1fs", timeout)
+                conn.abort()
+
+    async def close(self) -> None:
+        self.drain_listeners()
         for conn in list(self.state.connections):
             conn.close_if_idle()
         for server in self.servers:

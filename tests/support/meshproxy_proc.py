@@ -88,7 +88,8 @@ class MeshproxyProcess:
             return r.read()
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return Path(self._log.name).read_text(errors="replace")
 
     def stop(self) -> int | None:
