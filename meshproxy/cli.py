@@ -48,6 +48,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", choices=["httptools", "h11"], default="httptools",
                    help="HTTP/1.1 codec (h11 is the slower reference implementation)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-format", default="text", choices=["text", "json"], help="the proxy's own log lines on stderr")
     p.add_argument("--stats-port", type=int, default=15090, help="Prometheus /stats/prometheus port (0: none)")
     p.add_argument("--health-port", type=int, default=15021, help="/healthz/ready port (0: none)")
     p.add_argument("--workload-name", default="", help="this workload's name for telemetry (default: app-version)")
@@ -100,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo.runner import default_config_dir, run_demo
 
         return run_demo(args.config_dir or default_config_dir(), args.reviews, gateway_port=args.port, bind=args.bind)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from .logs import setup
+
+    setup(args.log_level, args.log_format)
     return run_proxy(args)
 
 

@@ -169,3 +169,14 @@ def test_slow_client_download_is_not_buffered_whole(tmp_path: Path) -> None:
             assert received > size  # the whole body (plus the head) arrived intact
             # 256 MiB went through; the proxy held no more than a few socket buffers of it.
             assert grown < 32 * 1024, f"RSS grew by {grown} KiB while the client was not reading"
+
+
+def test_json_log_lines(tmp_path: Path) -> None:
+    import json
+
+    with BackendProcess("web") as web:
+        path = write_config(service_yaml(web.port), str(tmp_path))
+        with MeshproxyProcess.sidecar([path], extra=["--log-format", "json"]) as proxy:
+            log = proxy.log()
+    entries = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any(e["level"] == "info" and "ready" in e["msg"] and e["scope"] == "meshproxy" for e in entries), log
