@@ -60,6 +60,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="access log destination (/dev/stdout, a file); overrides MeshConfig accessLogFile")
     p.add_argument("--access-log-encoding", choices=["TEXT", "JSON"], default=None)
     p.add_argument("--access-log-format", default=None, help="Envoy format string (TEXT) or JSON object (JSON)")
+    # Downstream limits against slow/abusive clients (meshproxy.transport.limits).
+    from .transport import limits as _limits
+    _limits.add_arguments(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -136,7 +136,15 @@ class AdminServer(TinyHTTPServer):
                 f"http.downstream_rq_completed: {state.requests_total}",
                 f"http.downstream_cx_protocol_error: {state.protocol_errors}",
                 f"cluster_manager.upstream_cx_total: {state.pool.opened}",
+                f"cluster_manager.upstream_cx_idle_timeout: {state.pool.idle_closed}",
+                # Not an Envoy stat: the proxy's live asyncio tasks and open upstream connections,
+                # for leak checks.
+                f"server.asyncio_tasks: {len(asyncio.all_tasks())}",
+                f"http.downstream_cx_overflow: {getattr(state, 'downstream_cx_overflow', 0)}",
+                f"http.downstream_cx_idle_timeout: {getattr(state, 'downstream_cx_idle_timeout', 0)}",
+                f"http.downstream_rq_header_timeout: {getattr(state, 'downstream_rq_header_timeout', 0)}",
             ]
+            lines += _cluster_stats(state.snapshot.clusters.values())
             return 200, "text/plain; charset=UTF-8", ("\n".join(lines) + "\n").encode()
         if path == "/quitquitquit":
             if method != "POST":
@@ -153,26 +161,70 @@ class AdminServer(TinyHTTPServer):
         state = self.proxy.state
         idle = state.pool.stats()
         if as_json:
-            out = [
-                {
+            out = []
+            for c in state.snapshot.clusters.values():
+                hosts = []
+                for e in c.endpoints:
+                    ejected = _ejected(e)
+                    health: dict[str, Any] = {"eds_health_status": "HEALTHY"}
+                    if ejected:
+                        health["failed_outlier_check"] = True
+                    host = {
+                        "address": e.key,
+                        "health": "UNHEALTHY" if ejected else "HEALTHY",
+                        "health_status": health,
+                        "rq_active": e.active_requests,
+                        "idle_connections": idle.get(e.pool_key, 0),
+                    }
+                    if e.outlier is not None:
+                        host["outlier"] = e.outlier.describe()
+                    hosts.append(host)
+                entry: dict[str, Any] = {
                     "name": c.name,
-                    "host_statuses": [
-                        {"address": e.key, "health": "HEALTHY" if e.healthy else "UNHEALTHY", "rq_active": e.active_requests, "idle_connections": idle.get(e.key, 0)}
-                        for e in c.endpoints
-                    ],
+                    "circuit_breakers": {"thresholds": [_thresholds(c)]},
+                    "host_statuses": hosts,
                 }
-                for c in state.snapshot.clusters.values()
-            ]
+                if c.circuit is not None:
+                    entry["circuit_breaker_state"] = c.circuit.stats()
+                if c.outlier is not None:
+                    entry["outlier_detection"] = c.outlier.stats()
+                out.append(entry)
             return json.dumps({"cluster_statuses": out}, indent=2).encode()
         lines: list[str] = []
         for c in state.snapshot.clusters.values():
-            lines.append(f"{c.name}::default_priority::max_connections::4294967295")
+            for name, value in _thresholds(c).items():
+                lines.append(f"{c.name}::default_priority::{name}::{value}")
             for e in c.endpoints:
                 prefix = f"{c.name}::{e.key}"
                 lines.append(f"{prefix}::rq_active::{e.active_requests}")
-                lines.append(f"{prefix}::cx_idle::{idle.get(e.key, 0)}")
-                lines.append(f"{prefix}::health_flags::{'healthy' if e.healthy else '/failed_outlier_check'}")
+                lines.append(f"{prefix}::cx_idle::{idle.get(e.pool_key, 0)}")
+                lines.append(f"{prefix}::health_flags::{'/failed_outlier_check' if _ejected(e) else 'healthy'}")
                 lines.append(f"{prefix}::weight::{e.weight}")
                 if e.labels:
                     lines.append(f"{prefix}::labels::{','.join(f'{k}={v}' for k, v in sorted(e.labels.items()))}")
         return ("\n".join(lines) + "\n").encode()
+
+
+def _ejected(endpoint: Any) -> bool:
+    mon = endpoint.outlier
+    return bool(mon is not None and mon.ejected) or not endpoint.healthy
+
+
+def _thresholds(cluster: Any) -> dict[str, int]:
+    """Envoy's circuit-breaker thresholds for the cluster (Istio's defaults: 2^32-1 each)."""
+    if cluster.circuit is not None:
+        return cluster.circuit.limits.describe()
+    n = 4294967295
+    return {"max_connections": n, "max_pending_requests": n, "max_requests": n, "max_retries": n}
+
+
+def _cluster_stats(clusters: Any) -> list[str]:
+    lines = []
+    for c in clusters:
+        if c.circuit is not None:
+            for k, v in c.circuit.stats().items():
+                lines.append(f"cluster.{c.name}.{k}: {v}")
+        if c.outlier is not None:
+            for k, v in c.outlier.stats().items():
+                lines.append(f"cluster.{c.name}.{k}: {v}")
+    return lines

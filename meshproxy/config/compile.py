@@ -33,7 +33,9 @@ from ..core.endpoints import (
     HashPolicy,
     LbSettings,
 )
+from ..core.circuit import UNLIMITED, Circuit, CircuitLimits
 from ..core.cors import CorsPolicy
+from ..core.outlier import OutlierConfig, OutlierDetector
 from ..core.fault import FaultPolicy, grpc_status_code, percent_to_fraction
 from ..core.headers import HeaderPlan
 from ..core.match import EXACT, HeaderMatcher, QueryMatcher, RouteMatch, StringMatcher, compile_regex
@@ -188,9 +190,49 @@ def _cluster(name: str, kind: str, svc: ServiceInfo, port: int, subset: str, end
     tcp = getattr(pool, "tcp", None) if pool is not None else None
     if tcp is not None and getattr(tcp, "connect_timeout", None):
         timeout = float(tcp.connect_timeout)
-    bal = balancer_mod.make_balancer(lb, eps, random.Random(rng.random()))
+    od = policy.get("outlier_detection")
+    outlier_config = OutlierConfig.from_istio(od) if od is not None and kind != ORIGINAL_DST else None
+    panic = float(outlier_config.min_health_percent) if outlier_config is not None else 0.0
+    bal = balancer_mod.make_balancer(lb, eps, random.Random(rng.random()), panic_threshold=panic)
     dump = {k: _model_dump(v) for k, v in policy.items() if v is not None}
-    return Cluster(name, kind, svc.fqdn, port, subset, eps, lb, bal, timeout, dump)
+    cluster = Cluster(name, kind, svc.fqdn, port, subset, eps, lb, bal, timeout, dump)
+    if pool is not None:
+        _apply_connection_pool(cluster, pool)
+    if outlier_config is not None:
+        cluster.outlier = OutlierDetector(outlier_config, eps, on_change=bal.refresh, rng=random.Random(rng.random()))
+    return cluster
+
+
+def _apply_connection_pool(cluster: Cluster, pool: Any) -> None:
+    """Istio's ``applyConnectionPool``: circuit-breaker thresholds (unset or 0 = 2^32-1) and the
+    HTTP protocol options ``idleTimeout`` (http's, else tcp's) and ``maxRequestsPerConnection``."""
+    http = getattr(pool, "http", None)
+    tcp = getattr(pool, "tcp", None)
+    limits = CircuitLimits()
+    idle = None
+    if http is not None:
+        if http.http2_max_requests:
+            limits.max_requests = int(http.http2_max_requests)
+        if http.http1_max_pending_requests:
+            limits.max_pending_requests = int(http.http1_max_pending_requests)
+        if http.max_retries:
+            limits.max_retries = int(http.max_retries)
+        if http.max_requests_per_connection:
+            cluster.max_requests_per_connection = int(http.max_requests_per_connection)
+        idle = http.idle_timeout
+    if tcp is not None:
+        if tcp.max_connections:
+            limits.max_connections = int(tcp.max_connections)
+        if idle is None:
+            idle = tcp.idle_timeout
+    if idle is not None:
+        cluster.idle_timeout = float(idle)
+    if all(getattr(limits, k) == UNLIMITED for k in CircuitLimits.__slots__):
+        return  # Istio's defaults (2^32-1 everywhere): nothing to count
+    cluster.circuit = Circuit(limits)
+    for ep in cluster.endpoints:
+        # Envoy's connection pools are per cluster: this cluster's connections are its own.
+        ep.pool_key = f"{cluster.name}|{ep.key}"
 
 
 def _model_dump(value: Any) -> Any:

@@ -51,7 +51,13 @@ Health
     LBs on every health change too).  As a safety net ``choose`` notices a
     picked endpoint that became unhealthy and refreshes by itself; an
     endpoint that *became* healthy is only seen after ``refresh()``.  With no
-    healthy endpoint ``choose`` returns ``None`` (panic mode is not done here).
+    healthy endpoint ``choose`` returns ``None``.
+
+Panic
+    ``panic_threshold`` (percent; Istio's ``outlierDetection.minHealthPercent``,
+    0 = never) is Envoy's ``healthy_panic_threshold``: when fewer than that
+    percentage of the endpoints are healthy, the balancer ignores health and
+    picks among all of them (``in_panic`` is then true).
 
 Retries ("previous hosts")
     ``choose(exclude=tried)`` re-picks up to ``HOST_SELECTION_RETRY_MAX_ATTEMPTS``
@@ -150,7 +156,7 @@ def _choose_none(hash_key: int | None = None, exclude: Collection[Endpoint] | No
 class _BalancerBase:
     """Shared state and the slow path; subclasses implement ``_build``."""
 
-    __slots__ = ("endpoints", "passthrough", "hash_policy", "choose", "_pick", "_rng")
+    __slots__ = ("endpoints", "passthrough", "hash_policy", "choose", "_pick", "_rng", "panic_threshold", "in_panic")
 
     def __init__(self, settings: LbSettings, endpoints: Sequence[Endpoint], rng: random.Random) -> None:
         self.endpoints: tuple[Endpoint, ...] = tuple(endpoints)
@@ -159,9 +165,16 @@ class _BalancerBase:
         self._rng = rng
         self.choose: Callable[..., Endpoint | None] = _choose_none
         self._pick: Callable[[], Endpoint] = _no_pick
+        self.panic_threshold = 0.0
+        self.in_panic = False
 
     def refresh(self) -> None:
         healthy = tuple(ep for ep in self.endpoints if ep.healthy)
+        total = len(self.endpoints)
+        # Envoy's isHostSetInPanic: healthy% < healthy_panic_threshold -> use every host.
+        self.in_panic = bool(total) and 100.0 * len(healthy) / total < self.panic_threshold
+        if self.in_panic:
+            healthy = self.endpoints
         if healthy:
             self.choose, self._pick = self._build(healthy)
         else:
@@ -172,15 +185,18 @@ class _BalancerBase:
 
     def _slow(self, h: Endpoint, exclude: Collection[Endpoint] | None) -> Endpoint | None:
         """The first pick ``h`` was unhealthy or there is an ``exclude`` set."""
-        if not h.healthy:
+        panic = self.in_panic
+        if not h.healthy and not panic:
             self.refresh()
             return self.choose(None, exclude)
+        if not exclude:
+            return h
         pick = self._pick
         for _ in range(HOST_SELECTION_RETRY_MAX_ATTEMPTS):
-            if h not in exclude:  # type: ignore[operator]  # exclude is non-empty here
+            if h not in exclude:
                 return h
             h = pick()
-            if not h.healthy:
+            if not h.healthy and not panic:
                 self.refresh()
                 return self.choose(None, exclude)
         return h
@@ -493,7 +509,7 @@ class _RingHash(_BalancerBase):
             if hash_key is None:
                 hash_key = rand(64)
             h = at[lookup(hashes, hash_key)]
-            if h.healthy:
+            if h.healthy or balancer.in_panic:
                 return h
             balancer.refresh()
             return balancer.choose(hash_key)
@@ -524,7 +540,7 @@ class _Maglev(_BalancerBase):
             if hash_key is None:
                 hash_key = rand(64)
             h = table[hash_key % size]
-            if h.healthy:
+            if h.healthy or balancer.in_panic:
                 return h
             balancer.refresh()
             return balancer.choose(hash_key)
@@ -542,7 +558,7 @@ _KINDS: dict[str, type[_BalancerBase]] = {
 }
 
 
-def make_balancer(settings: LbSettings, endpoints: Sequence[Endpoint], rng: random.Random) -> Balancer:
+def make_balancer(settings: LbSettings, endpoints: Sequence[Endpoint], rng: random.Random, *, panic_threshold: float = 0.0) -> Balancer:
     """Build the balancer for ``settings.kind`` over ``endpoints``.
 
     Everything a pick needs (schedule, ring, table) is computed here, once per
@@ -555,6 +571,7 @@ def make_balancer(settings: LbSettings, endpoints: Sequence[Endpoint], rng: rand
     except KeyError:
         raise ValueError(f"unknown load balancer kind {settings.kind!r}") from None
     balancer = cls(settings, endpoints, rng)
+    balancer.panic_threshold = panic_threshold
     balancer.refresh()
     return balancer  # type: ignore[return-value]
 

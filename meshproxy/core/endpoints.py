@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
+from typing import Any, Mapping
 
 EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
 
@@ -19,7 +19,8 @@ EMPTY_LABELS: Mapping[str, str] = MappingProxyType({})
 class Endpoint:
     """One upstream address (``address:port``) with its labels and LB weight."""
 
-    __slots__ = ("address", "port", "labels", "weight", "service_account", "key", "active_requests", "healthy", "workload", "namespace")
+    __slots__ = ("address", "port", "labels", "weight", "service_account", "key", "active_requests", "healthy", "workload", "namespace",
+                 "outlier", "pool_key")
 
     def __init__(
         self,
@@ -40,6 +41,11 @@ class Endpoint:
         self.key = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         self.active_requests = 0
         self.healthy = True
+        #: The outlier detector's ``HostMonitor`` for this endpoint, when its cluster has one.
+        self.outlier: Any = None
+        #: Which idle connections this endpoint's requests may reuse: ``key``, or a cluster-private
+        #: key when the cluster counts its connections (circuit breaking; Envoy pools per cluster).
+        self.pool_key = self.key
         #: The workload (Deployment, WorkloadEntry) and namespace, for telemetry labels.
         self.workload = workload
         self.namespace = namespace

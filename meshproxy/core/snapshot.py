@@ -122,7 +122,8 @@ class RoutePolicy:
 class Cluster:
     """An upstream cluster: a service port (optionally a subset) and its endpoints."""
 
-    __slots__ = ("name", "kind", "service", "port", "subset", "endpoints", "lb", "balancer", "connect_timeout", "policy_dump")
+    __slots__ = ("name", "kind", "service", "port", "subset", "endpoints", "lb", "balancer", "connect_timeout", "policy_dump",
+                 "circuit", "outlier", "max_requests_per_connection", "idle_timeout")
 
     def __init__(
         self,
@@ -147,6 +148,15 @@ class Cluster:
         self.balancer = balancer
         self.connect_timeout = connect_timeout
         self.policy_dump = policy_dump or {}
+        #: Circuit breaking (``meshproxy.core.circuit.Circuit``); None without ``connectionPool``.
+        self.circuit: Any = None
+        #: Outlier detection (``meshproxy.core.outlier.OutlierDetector``); None without ``outlierDetection``.
+        self.outlier: Any = None
+        #: ``http.maxRequestsPerConnection`` (0: unlimited; 1: no keep-alive upstream).
+        self.max_requests_per_connection = 0
+        #: Idle upstream connections are closed after this (``http.idleTimeout``/``tcp.idleTimeout``;
+        #: Envoy's default 1 h; 0 disables).
+        self.idle_timeout = 3600.0
 
     def describe(self) -> dict[str, Any]:
         return {

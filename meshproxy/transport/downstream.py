@@ -4,6 +4,11 @@ It feeds bytes to the HTTP/1 codec and turns the codec's callbacks into
 ``ProxyStream``s, one at a time.  Pipelined requests are queued (with their
 bodies) and reading pauses until the current response is done, so a client
 can never make the proxy buffer more than one request ahead.
+
+Limits against slow or abusive clients (``meshproxy.transport.limits``): a cap
+on concurrent connections (checked on accept), an idle timeout on kept-alive
+connections (a sweep, so a request pays one integer increment), and, when
+configured, a request-headers timeout (a timer only while a head is incomplete).
 """
 
 from __future__ import annotations
@@ -57,6 +62,11 @@ class DownstreamConnection(asyncio.Protocol):
         "eof",
         "local_address",
         "remote_address",
+        "served",
+        "idle_mark",
+        "idle_since",
+        "head_timer",
+        "head_timeout",
     )
 
     def __init__(self, state: "ProxyState", listener: "ListenerSpec") -> None:
@@ -75,9 +85,25 @@ class DownstreamConnection(asyncio.Protocol):
         self.eof = False
         self.local_address = ""
         self.remote_address = ""
+        #: Requests finished on this connection; the idle sweep notices when it stops moving.
+        self.served = 0
+        self.idle_mark = -1
+        self.idle_since = 0.0
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.head_timeout = state.limits.request_headers_timeout
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        state = self.state
+        limits = state.limits
+        if limits.max_connections and len(state.connections) >= limits.max_connections:
+            # Over the cap: closed at once, before anything is read (Envoy's overload manager).
+            state.downstream_cx_overflow += 1
+            self.closed = True
+            transport.abort()
+            return
+        if limits.idle_timeout > 0 and state.idle_sweep is None:
+            _start_idle_sweep(state)
         self.transport = transport  # type: ignore[assignment]
         transport.set_write_buffer_limits(high=64 * 1024)  # type: ignore[attr-defined]
         peer = transport.get_extra_info("peername")
@@ -90,16 +116,40 @@ class DownstreamConnection(asyncio.Protocol):
         self.state.connection_opened(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.head_timeout and self.stream is None and self.head_timer is None and not self.queue:
+            self.head_timer = self.state.loop.call_later(self.head_timeout, self._head_timed_out)
         self.codec.feed(data)
+
+    def _head_timed_out(self) -> None:
+        """Envoy's ``request_headers_timeout``: 408 ``request header timeout``, connection closed."""
+        self.head_timer = None
+        if self.closed or self.stream is not None or self.transport is None:
+            return
+        self.state.downstream_rq_header_timeout += 1
+        self.errored = True
+        self.transport.write(local_reply.render(
+            408, b"request header timeout", self.state.snapshot.proxy.server_header, self.state.date(), close=True))
+        self.transport.close()
 
     def eof_received(self) -> bool:
         self.eof = True
         self.codec.feed_eof()
-        # Keep the write side open while a response is in flight (half-close).
-        return self.stream is not None
+        stream = self.stream
+        if stream is not None and not stream.done:
+            # Envoy's HTTP connection manager does not enable half-close: a client's FIN closes
+            # the connection and resets the request in flight (flag DC), cancelling its upstream.
+            self.stream = None
+            self.queue.clear()
+            stream.downstream_lost()
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is None:
+            return  # refused over the connection cap: never counted
         self.closed = True
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         self.state.connection_closed(self)
         stream = self.stream
         self.stream = None
@@ -121,6 +171,9 @@ class DownstreamConnection(asyncio.Protocol):
 
     # -- RequestHandler (called by the codec)
     def on_request_head(self, head: RequestHead) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
         if self.stream is None and not self.queue:
             stream = ProxyStream(self, head)
             self.stream = stream
@@ -204,6 +257,7 @@ class DownstreamConnection(asyncio.Protocol):
         self._resume(_PAUSE_STREAM)
 
     def stream_done(self, stream: ProxyStream, keep_alive: bool) -> None:
+        self.served += 1
         if self.stream is stream:
             self.stream = None
         if self.paused & _PAUSE_STREAM:
@@ -256,3 +310,29 @@ def _error_body(error: ProtocolError) -> bytes:
     if error.details == "missing_host_header":
         return b""
     return local_reply.status_line(error.status)[13:-2]
+
+
+def _start_idle_sweep(state: "ProxyState") -> None:
+    """Close kept-alive connections idle for ``limits.idle_timeout``; runs while any are open."""
+    timeout = state.limits.idle_timeout
+    every = max(0.05, min(1.0, timeout / 4))
+    loop = state.loop
+
+    def sweep() -> None:
+        state.idle_sweep = None
+        now = loop.time()
+        for conn in list(state.connections):
+            if conn.stream is not None or conn.queue or conn.closed:
+                conn.idle_mark = -1
+                continue
+            if conn.idle_mark != conn.served:
+                # Idle since (about) now: the count moved, or the connection is new here.
+                conn.idle_mark = conn.served
+                conn.idle_since = now
+            elif now - conn.idle_since >= timeout and conn.transport is not None:
+                state.downstream_cx_idle_timeout += 1
+                conn.transport.close()
+        if state.connections:
+            state.idle_sweep = loop.call_later(every, sweep)
+
+    state.idle_sweep = loop.call_later(every, sweep)

@@ -87,6 +87,15 @@ class ProxyState:
         self.reload_failures = 0
         #: Add to ``loop.time()`` for wall-clock time (access log START_TIME).
         self.wall_offset = time.time() - self.loop.time()
+        #: Downstream limits (request-headers timeout, idle timeout, connection cap) from the CLI.
+        from .limits import FROM_CLI
+        self.limits = FROM_CLI.copy()
+        #: The downstream idle sweep's timer (meshproxy.transport.downstream), while it runs.
+        self.idle_sweep: Any = None
+        #: Connections closed by the cap / the idle timeout / the request-headers timeout.
+        self.downstream_cx_overflow = 0
+        self.downstream_cx_idle_timeout = 0
+        self.downstream_rq_header_timeout = 0
 
     def date(self) -> bytes:
         """The ``date`` header value, formatted once per second."""

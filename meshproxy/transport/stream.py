@@ -12,6 +12,12 @@ whole.
 Connect failures are retried per the route's retry policy (Istio's default:
 2 retries on connect-failure) on another endpoint when there is one; nothing
 has been sent upstream at that point, so the buffered body is intact.
+
+A cluster with circuit breaking (``Cluster.circuit``) counts this stream as
+pending while it waits for a connection and as active while attached to one,
+and its retries as concurrent retries; a refused slot is Envoy's overflow (503
+``UO``, never retried).  A cluster with outlier detection hears of every
+attempt's outcome through the endpoint's ``HostMonitor`` (``Endpoint.outlier``).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import TYPE_CHECKING
 from ..core import cors as cors_mod
 from ..core import flags as flags_mod
 from ..core import local_reply
+from ..core import outlier as outlier_mod
 from ..core.balancer import compute_hash
 from ..core.endpoints import Endpoint
 from ..core.headers import HOP_BY_HOP
@@ -41,7 +48,8 @@ from ..core.router import Decision, decide, redirect_location
 from ..core.snapshot import DIRECT_RESPONSE, FORWARD, ORIGINAL_DST, REDIRECT, Cluster, Route, RoutePolicy, WeightedDestination
 from ..protocols.events import Headers, ProtocolError, RequestHead, ResponseHead
 from .shadow import ShadowRequest, shadow_head
-from .upstream import HIGH_WATER, UpstreamConnection
+from .health import arm_outlier_timer
+from .upstream import HIGH_WATER, UpstreamConnection, wake_waiter
 
 if TYPE_CHECKING:  # pragma: no cover
     from .downstream import DownstreamConnection
@@ -162,6 +170,9 @@ class ProxyStream:
         "px",
         "body_copy",
         "body_copy_size",
+        "pend_key",
+        "holds_request",
+        "holds_retry",
     )
 
     def __init__(self, down: "DownstreamConnection", head: RequestHead) -> None:
@@ -212,6 +223,11 @@ class ProxyStream:
         #: The request body kept for a retry (None: not kept, or over the buffer limit).
         self.body_copy: list[bytes] | None = None
         self.body_copy_size = 0
+        #: Circuit breaking: the pool key while this stream holds a pending-request slot,
+        #: and whether it holds an active-request / a retry slot.
+        self.pend_key: str | None = None
+        self.holds_request = False
+        self.holds_retry = False
 
     # ------------------------------------------------------------------ decode path
     def preload(self, chunks: list[bytes], ended: bool, trailers: Headers | None) -> None:
@@ -392,6 +408,7 @@ class ProxyStream:
         self._cancel_timers()
         conn = self.upstream
         if conn is not None:
+            self._report(outlier_mod.TIMEOUT, 504)
             self._release_upstream(conn, reusable=False)
         if self.response_started:
             self.flags = flags_mod.add(self.flags, "UT")
@@ -412,11 +429,14 @@ class ProxyStream:
         assert route is not None
         policy = route.retry
         conn = self.upstream
+        if conn is not None:
+            self._report(outlier_mod.TIMEOUT, 504)
         if retries_per_try_timeout(policy) and self._body_retriable():
-            if self.attempts <= policy.num_retries:
+            if self.attempts <= policy.num_retries and self._retry_allowed():
                 self._retry_after_failure(conn)
                 return
-            self.flags = flags_mod.add(self.flags, "URX")
+            if self.attempts > policy.num_retries:
+                self.flags = flags_mod.add(self.flags, "URX")
         if conn is not None:
             self._release_upstream(conn, reusable=False)
         self.local_reply(LocalReply(504, _TIMEOUT_BODY, "upstream_per_try_timeout", "UT"))
@@ -612,35 +632,172 @@ class ProxyStream:
                 self.local_reply(local_reply.NO_HEALTHY_UPSTREAM)
                 return
         self.endpoint = endpoint
+        circuit = cluster.circuit
+        if circuit is not None:
+            self._attempt_counted(circuit, endpoint, cluster)
+            return
         conn = self.state.pool.take(endpoint.key)
         if conn is not None:
             self._attach(conn)
             return
         self.state.loop.create_task(self._connect(endpoint, cluster))
 
-    async def _connect(self, endpoint: Endpoint, cluster: Cluster) -> None:
+    # ------------------------------------------------------------------ circuit breaking
+    def _attempt_counted(self, circuit, endpoint: Endpoint, cluster: Cluster) -> None:  # type: ignore[no-untyped-def]
+        """``_attempt`` for a cluster with a ``Circuit`` (Envoy's ConnPoolImplBase::newStream)."""
+        key = endpoint.pool_key
+        conn = self.state.pool.take(key)
+        if conn is not None:
+            self._attach_counted(circuit, conn)
+            return
+        if not circuit.try_pend():
+            self._overflow()
+            return
+        self.pend_key = key
+        self._acquire(circuit, endpoint, cluster)
+
+    def _acquire(self, circuit, endpoint: Endpoint, cluster: Cluster) -> None:  # type: ignore[no-untyped-def]
+        """Holding a pending slot: take an idle connection, open one, or wait for one."""
+        key = endpoint.pool_key
+        conn = self.state.pool.take(key)
+        if conn is not None:
+            self._end_pending()
+            self._attach_counted(circuit, conn)
+        elif circuit.may_connect(key):
+            circuit.connection_opened(key)
+            self.state.loop.create_task(self._connect(endpoint, cluster, circuit))
+        else:
+            circuit.wait(key, self)
+
+    def wake(self) -> None:
+        """A connection to our endpoint was released or closed: try again (called by the pool)."""
+        if self.done or self.pend_key is None or self.endpoint is None or self.cluster is None:
+            return
+        circuit = self.cluster.circuit
+        if circuit is not None:
+            self._acquire(circuit, self.endpoint, self.cluster)
+
+    def _attach_counted(self, circuit, conn: UpstreamConnection) -> None:  # type: ignore[no-untyped-def]
+        if not circuit.try_request():
+            self._recycle(conn)
+            self._overflow()
+            return
+        if conn.circuit is not circuit:
+            # A connection counted by this cluster's previous config (a reload): count it here now.
+            if conn.circuit is not None:
+                conn.circuit.connection_closed(conn.key)
+            circuit.connection_opened(conn.key)
+            conn.circuit = circuit
+        self.holds_request = True
+        self._attach(conn)
+
+    def _end_pending(self) -> None:
+        key = self.pend_key
+        if key is None:
+            return
+        self.pend_key = None
+        cluster = self.cluster
+        circuit = cluster.circuit if cluster is not None else None
+        if circuit is not None:
+            circuit.unwait(key, self)
+            circuit.end_pending()
+
+    def _release_slots(self) -> None:
+        """The stream is over: give back whatever circuit slots it still holds."""
+        if self.pend_key is not None:
+            self._end_pending()
+        cluster = self.cluster
+        circuit = cluster.circuit if cluster is not None else None
+        if circuit is not None:
+            if self.holds_request:
+                self.holds_request = False
+                circuit.end_request()
+            if self.holds_retry:
+                self.holds_retry = False
+                circuit.end_retry()
+
+    def _overflow(self) -> None:
+        """A circuit breaker refused: 503 ``... reset reason: overflow`` (UO); Envoy never retries it."""
+        self.local_reply(
+            local_reply.upstream_failure(
+                "overflow", retried=self.attempts > 1, flags="UO", details="upstream_reset_before_response_started{overflow}"
+            )
+        )
+
+    def _retry_allowed(self) -> bool:
+        """Take a concurrent-retry slot when the cluster counts them; refused: flag UO, no retry."""
+        cluster = self.cluster
+        circuit = cluster.circuit if cluster is not None else None
+        if circuit is None:
+            return True
+        if self.holds_retry or circuit.try_retry():
+            self.holds_retry = True
+            return True
+        self.flags = flags_mod.add(self.flags, "UO")
+        return False
+
+    def _recycle(self, conn: UpstreamConnection) -> None:
+        cluster = self.cluster
+        self.state.pool.put(conn, cluster.idle_timeout if cluster is not None else 3600.0)
+
+    # ------------------------------------------------------------------ outlier detection
+    def _report(self, result: int, code: int | None = None) -> None:
+        """Tell the endpoint's outlier monitor (if any) how the attempt went."""
+        endpoint = self.endpoint
+        mon = endpoint.outlier if endpoint is not None else None
+        if mon is None:
+            return
+        if result:
+            mon.put_result(result, code)
+        else:
+            mon.put_http_code(code)
+        detector = mon.detector
+        if detector.ejections_active and not detector.armed:
+            arm_outlier_timer(self.state.loop, detector)
+
+    # ------------------------------------------------------------------ connecting
+    async def _connect(self, endpoint: Endpoint, cluster: Cluster, circuit=None) -> None:  # type: ignore[no-untyped-def]
+        key = endpoint.pool_key if circuit is not None else endpoint.key
         try:
-            conn = await self.state.pool.connect(endpoint.address, endpoint.port, endpoint.key, cluster.connect_timeout)
+            conn = await self.state.pool.connect(endpoint.address, endpoint.port, key, cluster.connect_timeout)
         except (OSError, asyncio.TimeoutError) as exc:
+            if circuit is not None:
+                circuit.connection_closed(key)
+                if circuit.waiters:
+                    wake_waiter(circuit, key)
+                if self.endpoint is endpoint:
+                    self._end_pending()
             self._connect_failed(endpoint, exc)
             return
         except asyncio.CancelledError:
+            if circuit is not None:
+                circuit.connection_closed(key)
             raise
+        if circuit is not None:
+            conn.circuit = circuit
+        if endpoint.outlier is not None:
+            endpoint.outlier.put_result(outlier_mod.CONNECT_SUCCESS)
         if self.done:
-            self.state.pool.put(conn)
+            self.state.pool.put(conn, cluster.idle_timeout)
+            return
+        if circuit is not None:
+            self._end_pending()
+            self._attach_counted(circuit, conn)
             return
         self._attach(conn)
 
     def _connect_failed(self, endpoint: Endpoint, exc: BaseException) -> None:
         if self.done:
             return
+        if endpoint.outlier is not None:
+            self._report(outlier_mod.CONNECT_FAILED)
         self.tried.append(endpoint)
         route = self.route
         assert route is not None
         reason = _connect_failure_reason(exc)
         policy = route.retry
         retries_done = self.attempts - 1
-        if retries_connect_failure(policy) and retries_done < policy.num_retries:
+        if retries_connect_failure(policy) and retries_done < policy.num_retries and self._retry_allowed():
             delay = backoff_seconds(policy, retries_done + 1, self.state.randrange)
             self.retry_handle = self.state.loop.call_later(delay, self._retry)
             return
@@ -665,6 +822,12 @@ class ProxyStream:
 
     def _retry(self) -> None:
         self.retry_handle = None
+        if self.holds_retry:
+            # Envoy holds the retry slot for the backoff; the new attempt is an ordinary request.
+            self.holds_retry = False
+            circuit = self.cluster.circuit if self.cluster is not None else None
+            if circuit is not None:
+                circuit.end_retry()
         if not self.done:
             self._attempt()
 
@@ -756,6 +919,9 @@ class ProxyStream:
             if status == 100 and not self.response_started:
                 down.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             return
+        endpoint = self.endpoint
+        if endpoint is not None and endpoint.outlier is not None:
+            self._report(0, status)
         route = self.route
         px = self.px
         if px is not None and px.try_timer is not None:
@@ -771,7 +937,7 @@ class ProxyStream:
                     "envoy-ratelimited" in retry.retry_on and rh.get(b"x-envoy-ratelimited") is not None,
                 )
             ):
-                if self.attempts <= retry.num_retries and self._body_retriable():
+                if self.attempts <= retry.num_retries and self._body_retriable() and self._retry_allowed():
                     # Discard this answer (and its connection) and try again, as Envoy's router does.
                     self._retry_after_failure(self.upstream)
                     return
@@ -884,7 +1050,11 @@ class ProxyStream:
                 self.cork.append(end)
             else:
                 self.down.write(end)
-        self._release_upstream(conn, reusable=self.request_sent and self.upstream_keep_alive)
+        reusable = self.request_sent and self.upstream_keep_alive
+        cluster = self.cluster
+        if cluster is not None and cluster.max_requests_per_connection and conn.requests >= cluster.max_requests_per_connection:
+            reusable = False  # maxRequestsPerConnection reached (1: no keep-alive upstream)
+        self._release_upstream(conn, reusable)
         self._complete()
 
     def _detach(self, conn: UpstreamConnection) -> None:
@@ -894,12 +1064,16 @@ class ProxyStream:
             endpoint = self.endpoint
             if endpoint is not None:
                 endpoint.active_requests -= 1
+            if self.holds_request:
+                self.holds_request = False
+                self.cluster.circuit.end_request()  # type: ignore[union-attr]
 
     def _release_upstream(self, conn: UpstreamConnection, reusable: bool) -> None:
         self._detach(conn)
         conn.stream = None
         if reusable and not conn.closed:
-            self.state.pool.put(conn)
+            cluster = self.cluster
+            self.state.pool.put(conn, cluster.idle_timeout if cluster is not None else 3600.0)
         else:
             conn.close()
 
@@ -917,6 +1091,9 @@ class ProxyStream:
         self._detach(conn)
         if self.done:
             return
+        endpoint = self.endpoint
+        if endpoint is not None and endpoint.outlier is not None:
+            self._report(outlier_mod.CONNECT_FAILED)
         termination = "connection_termination" in details
         if self.response_started:
             # Mid-response: the client cannot be told anything but a cut connection.
@@ -945,6 +1122,7 @@ class ProxyStream:
             and retries_reset(route.retry)
             and self.attempts <= route.retry.num_retries
             and self._body_retriable()
+            and self._retry_allowed()
         )
 
     def downstream_lost(self) -> None:
@@ -959,6 +1137,8 @@ class ProxyStream:
         if conn is not None:
             self._release_upstream(conn, reusable=False)
         self.done = True
+        if self.pend_key is not None or self.holds_retry:
+            self._release_slots()
         # Envoy logs and counts a request the client abandoned (response code 0 if none was sent).
         self.state.on_stream_complete(self)
 
@@ -1061,6 +1241,8 @@ class ProxyStream:
         if self.done:
             return
         self.done = True
+        if self.pend_key is not None or self.holds_retry:
+            self._release_slots()
         if self.cork is not None:
             # Flush before the connection moves on to a pipelined request.
             self.uncork()

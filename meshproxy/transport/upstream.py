@@ -4,7 +4,15 @@ One ``UpstreamConnection`` is one TCP connection to one endpoint, carrying one
 request at a time (HTTP/1.1).  When its response ends cleanly and both sides
 agreed to keep it alive, it goes back to the pool of its endpoint, newest
 first, so a busy endpoint reuses warm connections.  The pool is keyed by
-``address:port`` and outlives config reloads.
+``address:port`` (a cluster with circuit breaking uses its own key per endpoint,
+as Envoy pools per cluster) and outlives config reloads.
+
+Idle connections are closed after their cluster's idle timeout (Envoy's
+``common_http_protocol_options.idle_timeout``, 1 h by default under Istio): a
+sweep runs while there are idle connections, so a request pays one clock read.
+
+A connection counted by a cluster's ``Circuit`` gives its slot back when it
+closes, and wakes a request waiting for a connection to the same endpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +32,8 @@ HIGH_WATER = 64 * 1024
 class UpstreamConnection(asyncio.Protocol):
     """An HTTP/1.1 client connection driven by the ``ProxyStream`` attached to it."""
 
-    __slots__ = ("pool", "key", "transport", "codec", "stream", "closed", "requests", "write_paused", "local_address")
+    __slots__ = ("pool", "key", "transport", "codec", "stream", "closed", "requests", "write_paused", "local_address",
+                 "circuit", "idle_deadline")
 
     def __init__(self, pool: "UpstreamPool", key: str, codec_factory: Callable[[Any], Any]) -> None:
         self.pool = pool
@@ -36,6 +45,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.requests = 0
         self.write_paused = False
         self.local_address = ""
+        #: The cluster ``Circuit`` counting this connection (None: not counted).
+        self.circuit: Any = None
+        self.idle_deadline = 0.0
 
     # -- asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -70,6 +82,8 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.pool.discard(self)
+        if self.circuit is not None:
+            self.release_circuit()
         stream = self.stream
         if stream is not None:
             self.stream = None
@@ -114,8 +128,25 @@ class UpstreamConnection(asyncio.Protocol):
     def close(self) -> None:
         self.closed = True
         self.pool.discard(self)
+        if self.circuit is not None:
+            self.release_circuit()
         if self.transport is not None:
             self.transport.close()
+
+    def release_circuit(self) -> None:
+        """Give the connection slot back to its cluster and let a waiting request connect."""
+        circuit = self.circuit
+        self.circuit = None
+        circuit.connection_closed(self.key)
+        if circuit.waiters:
+            wake_waiter(circuit, self.key)
+
+
+def wake_waiter(circuit: Any, key: str) -> None:
+    """The next request waiting for a connection to ``key`` tries again, on the next loop turn."""
+    waiter = circuit.next_waiter(key)
+    if waiter is not None:
+        asyncio.get_running_loop().call_soon(waiter.wake)
 
 
 class UpstreamPool:
@@ -125,6 +156,10 @@ class UpstreamPool:
         self.codec_factory = codec_factory
         self.idle: dict[str, list[UpstreamConnection]] = {}
         self.opened = 0
+        self.idle_closed = 0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweep: asyncio.TimerHandle | None = None
+        self._sweep_every = 1.0
 
     def take(self, key: str) -> UpstreamConnection | None:
         conns = self.idle.get(key)
@@ -134,7 +169,7 @@ class UpstreamPool:
                 return conn
         return None
 
-    def put(self, conn: UpstreamConnection) -> None:
+    def put(self, conn: UpstreamConnection, idle_timeout: float = 3600.0) -> None:
         if conn.closed:
             return
         conn.stream = None
@@ -142,6 +177,33 @@ class UpstreamPool:
         if conns is None:
             conns = self.idle[conn.key] = []
         conns.append(conn)
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_event_loop()
+        if idle_timeout > 0:
+            conn.idle_deadline = loop.time() + idle_timeout
+            if idle_timeout < self._sweep_every * 4:
+                self._sweep_every = max(0.05, idle_timeout / 4)
+        else:
+            conn.idle_deadline = float("inf")
+        if self._sweep is None:
+            self._sweep = loop.call_later(self._sweep_every, self._sweep_idle)
+        circuit = conn.circuit
+        if circuit is not None and circuit.waiters:
+            wake_waiter(circuit, conn.key)
+
+    def _sweep_idle(self) -> None:
+        """Close idle connections past their idle timeout; run again while any are idle."""
+        self._sweep = None
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        for conns in list(self.idle.values()):
+            for conn in [c for c in conns if c.idle_deadline <= now]:
+                self.idle_closed += 1
+                conn.close()
+        if any(self.idle.values()):
+            self._sweep = loop.call_later(self._sweep_every, self._sweep_idle)
 
     def discard(self, conn: UpstreamConnection) -> None:
         conns = self.idle.get(conn.key)
@@ -166,6 +228,9 @@ class UpstreamPool:
         return {key: len(conns) for key, conns in self.idle.items() if conns}
 
     def close_all(self) -> None:
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conns in list(self.idle.values()):
             for conn in list(conns):
                 conn.close()
