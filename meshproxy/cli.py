@@ -56,6 +56,11 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="reload when config files change (SIGHUP always reloads)")
     p.add_argument("--termination-drain-duration", type=float, default=None, metavar="SECONDS",
                    help="on SIGTERM, let requests finish for this long (MeshConfig defaultConfig.terminationDrainDuration, 5 s)")
+    p.add_argument("--zipkin-address", default=None, metavar="HOST:PORT",
+                   help="send spans to this Zipkin collector (MeshConfig defaultConfig.tracing.zipkin.address)")
+    p.add_argument("--otlp-endpoint", default=None, metavar="URL", help="send spans as OTLP/HTTP JSON to this URL")
+    p.add_argument("--trace-sampling", type=float, default=None, metavar="PERCENT",
+                   help="MeshConfig defaultConfig.tracing.sampling (Istio's default: 1)")
     p.add_argument("--access-log-file", default=None, metavar="PATH",
                    help="access log destination (/dev/stdout, a file); overrides MeshConfig accessLogFile")
     p.add_argument("--access-log-encoding", choices=["TEXT", "JSON"], default=None)
@@ -189,6 +194,7 @@ async def _serve(args: argparse.Namespace, snapshot) -> int:  # type: ignore[no-
     state.metrics = RequestMetrics(PeerInfo(workload, args.namespace, args.labels))
     page = prometheus.Exposition(state, state.metrics)
     state.access_log = _access_log(args, snapshot)
+    state.tracer = _tracer(args, snapshot, workload)
     proxy = ProxyServer(state)
     stop = asyncio.Event()
     admin = AdminServer(proxy, args.admin_bind, args.admin_port, stop.set)
@@ -241,7 +247,38 @@ async def _serve(args: argparse.Namespace, snapshot) -> int:  # type: ignore[no-
         await server.close()
     if state.access_log is not None:
         state.access_log.close()
+    if state.tracer is not None and state.tracer.exporter is not None:
+        await loop.run_in_executor(None, state.tracer.exporter.close)
     return 0
+
+
+def _tracer(args: argparse.Namespace, snapshot, workload: str):  # type: ignore[no-untyped-def]
+    """A tracer when a collector is configured (Istio sends no spans otherwise)."""
+    from .telemetry.metrics import canonical_revision, canonical_service
+    from .telemetry.span_export import SpanExporter
+    from .telemetry.tracing import Tracer
+
+    tracing = snapshot.mesh.get("tracing") or {}
+    zipkin = args.zipkin_address or ((tracing.get("zipkin") or {}).get("address") if isinstance(tracing, dict) else None)
+    service = f"{args.labels.get('app', workload)}.{args.namespace}"
+    if args.otlp_endpoint:
+        exporter = SpanExporter(args.otlp_endpoint, format="otlp", service_name=service)
+    elif zipkin:
+        exporter = SpanExporter(f"http://{zipkin}/api/v2/spans", format="zipkin", service_name=service)
+    else:
+        return None
+    sampling = args.trace_sampling
+    if sampling is None:
+        sampling = float(tracing.get("sampling", 1.0)) if isinstance(tracing, dict) else 1.0
+    return Tracer(
+        sampling=sampling,
+        service_name=service,
+        node_id=f"{'router' if args.mode == 'gateway' else 'sidecar'}~127.0.0.1~{workload}.{args.namespace}~{args.namespace}.svc.cluster.local",
+        namespace=args.namespace,
+        exporter=exporter,
+        canonical_service=canonical_service(args.labels, workload),
+        canonical_revision=canonical_revision(args.labels),
+    )
 
 
 def _drain_listeners(proxy, method: str) -> tuple[int, str, bytes]:  # type: ignore[no-untyped-def]

@@ -130,6 +130,7 @@ def compile_snapshot(config: Any, proxy: ProxyInfo, options: CompileOptions, *, 
         "accessLogEncoding": getattr(mesh, "access_log_encoding", "TEXT"),
         "accessLogFormat": getattr(mesh, "access_log_format", "") or "",
         "terminationDrainDuration": (getattr(mesh, "default_config", None) or {}).get("terminationDrainDuration", "5s"),
+        "tracing": (getattr(mesh, "default_config", None) or {}).get("tracing") or {},
         "connectTimeout": f"{connect_timeout:g}s",
         "defaultHttpRetryPolicy": default_retry.describe(),
     }

@@ -80,6 +80,8 @@ class ProxyState:
         self.started = time.time()
         #: Istio's request metrics (``meshproxy.telemetry.metrics.RequestMetrics``), when enabled.
         self.metrics: Any = None
+        #: The tracer (``meshproxy.telemetry.tracing.Tracer``), when a collector is configured.
+        self.tracer: Any = None
         #: The access log (``meshproxy.telemetry.access_log.AccessLog``), when enabled.
         self.access_log: Any = None
         #: Config reloads that took effect / were refused (counted for /stats and Prometheus).
@@ -149,6 +151,17 @@ class ProxyState:
         access_log = self.access_log
         if access_log is not None:
             access_log.log(stream)
+        span = stream.span
+        if span is not None:
+            endpoint, cluster = stream.endpoint, stream.cluster
+            span.finish(
+                status=stream.status,
+                response_flags=stream.flags,
+                upstream_cluster=cluster.name if cluster is not None and endpoint is not None else "",
+                upstream_host=endpoint.key if endpoint is not None else "",
+                request_size=stream.request_body_bytes,
+                response_size=stream.response_body_bytes,
+            )
 
 
 class ProxyServer:

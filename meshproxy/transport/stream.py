@@ -165,6 +165,7 @@ class ProxyStream:
         "pipelined",
         "cork",
         "request_id",
+        "span",
         "upstream_service_ms",
         "upstream_local",
         "px",
@@ -216,6 +217,8 @@ class ProxyStream:
         #: For the access log: the id sent upstream when the proxy made one, the upstream's
         #: service time and the local address of the upstream connection.
         self.request_id: bytes | None = None
+        #: The tracing span (``meshproxy.telemetry.tracing.Span``) when a tracer is configured.
+        self.span: object | None = None
         self.upstream_service_ms = -1
         self.upstream_local = ""
         #: Fault / CORS / mirror / timeout state; None for a route without such policy.
@@ -484,10 +487,24 @@ class ProxyStream:
         state = self.state
         head = self.head
         edge = state.snapshot.proxy.edge
-        if not edge and route.plain and dest.request_headers is None:
+        tracer = state.tracer
+        if tracer is None and not edge and route.plain and dest.request_headers is None:
             fast = self._plain_upstream_head(req)
             if fast is not None:
                 return fast
+        span = None
+        trace_drop: frozenset[bytes] = frozenset()
+        rid: bytes | None = None
+        if tracer is not None:
+            # The request id decides sampling (Envoy packs its decision into it), so settle it first.
+            incoming = _host_header_value(head.headers, b"x-request-id")
+            rid = incoming if incoming and not edge else self._new_request_id()
+            span = self.span = tracer.start(head.headers, method=head.method, authority=req.authority,
+                                            path=req.path_and_query, request_id=rid,
+                                            peer_address=self.down.remote_address)
+            if span.request_id is not None and span.request_id != incoming:
+                rid = self.request_id = span.request_id
+            trace_drop = span.TRACE_HEADERS
         path = req.path
         original: bytes | None = None
         if route.prefix_rewrite is not None or route.path_rewrite is not None or route.regex_rewrite is not None:
@@ -516,13 +533,15 @@ class ProxyStream:
                 elif k == b"te" and b"trailers" in v.lower():
                     append((b"te", b"trailers"))
                 continue
-            if k in strip or k == b"host":
+            if k in strip or k == b"host" or k in trace_drop:
                 continue
             if k == b"x-request-id":
                 if has_request_id:
                     continue
                 has_request_id = True
-                if edge or not v:
+                if rid is not None:
+                    v = rid
+                elif edge or not v:
                     # The edge does not trust a client's id; an empty one is replaced anywhere.
                     v = self._new_request_id()
             elif k == b"x-forwarded-proto":
@@ -547,7 +566,9 @@ class ProxyStream:
         if edge and not has_external:
             append((b"x-envoy-external-address", peer.encode()))
         if not has_request_id:
-            append((b"x-request-id", self._new_request_id()))
+            append((b"x-request-id", rid if rid is not None else self._new_request_id()))
+        if span is not None:
+            headers.extend(span.outgoing_headers())  # type: ignore[attr-defined]
         append(_ATTEMPT_SLOT)
         if route.host_rewrite:
             append((b"x-envoy-original-host", req.authority.encode("latin-1")))

@@ -145,3 +145,41 @@ def test_access_log_text_and_json(tmp_path) -> None:  # type: ignore[no-untyped-
     entry = json.loads(Path(json_log).read_text().splitlines()[0])
     assert entry["method"] == "POST" and entry["response_code"] == 200 and entry["bytes_received"] == 5
     assert entry["request_id"] == generated and entry["upstream_cluster"].startswith("outbound|9080||reviews")
+
+
+def test_tracing_end_to_end_b3_headers_and_zipkin_spans(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from tests.integration.test_span_export import Collector
+
+    collector = Collector()
+    try:
+        with BackendProcess("reviews") as backend:
+            path = write_config(dedent(CONFIG.format(port=backend.port)), str(tmp_path))
+            with MeshproxyProcess.sidecar([path], labels="app=productpage,version=v1",
+                                          extra=["--zipkin-address", f"127.0.0.1:{collector.port}", "--trace-sampling", "100"]) as p:
+                with Connection(p.port) as c:
+                    fresh = c.request("GET", "/api/1", "reviews:9080")
+                    joined = c.request("GET", "/api/2", "reviews:9080", [
+                        ("x-b3-traceid", "463ac35c9f6413ad48485a3953bb6124"), ("x-b3-spanid", "a2fb4a1d1a96d312"),
+                        ("x-b3-sampled", "1"), ("x-request-id", "fixed-id")])
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and sum(len(s) for s in collector.spans()) < 2:
+                    time.sleep(0.1)
+    finally:
+        collector.close()
+    seen = dict(fresh.json()["headers"])
+    assert len(seen["x-b3-traceid"]) == 32 and len(seen["x-b3-spanid"]) == 16 and seen["x-b3-sampled"] == "1"
+    assert "x-b3-parentspanid" not in seen
+    seen2 = dict(joined.json()["headers"])
+    assert seen2["x-b3-traceid"] == "463ac35c9f6413ad48485a3953bb6124"
+    assert seen2["x-b3-parentspanid"] == "a2fb4a1d1a96d312" and seen2["x-b3-spanid"] != "a2fb4a1d1a96d312"
+    assert seen2["x-request-id"] == "fixed-id"
+    spans = [span for batch in collector.spans() for span in batch]
+    by_trace = {s["traceId"]: s for s in spans}
+    span = by_trace["463ac35c9f6413ad48485a3953bb6124"]
+    assert span["kind"] == "CLIENT" and span["parentId"] == "a2fb4a1d1a96d312" and span["id"] == seen2["x-b3-spanid"]
+    assert span["tags"]["http.status_code"] == "200"
+    assert span["tags"]["upstream_cluster"] == "outbound|9080||reviews.default.svc.cluster.local"
+    assert span["tags"]["guid:x-request-id"] == "fixed-id"
+    assert by_trace[seen["x-b3-traceid"]]["tags"]["http.url"].endswith("/api/1")
