@@ -189,7 +189,9 @@ async def _serve(args: argparse.Namespace, snapshot) -> int:  # type: ignore[no-
     from .telemetry.metrics import PeerInfo, RequestMetrics, default_workload_name
     from .transport.server import ProxyServer, ProxyState
 
-    state = ProxyState(snapshot, codec=args.codec)
+    from .transport.limits import from_args
+
+    state = ProxyState(snapshot, codec=args.codec, limits=from_args(args))
     workload = args.workload_name or default_workload_name(args.mode, args.labels)
     state.metrics = RequestMetrics(PeerInfo(workload, args.namespace, args.labels))
     page = prometheus.Exposition(state, state.metrics)

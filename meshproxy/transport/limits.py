@@ -12,14 +12,13 @@
   overload manager ``global_downstream_max_connections``): a connection over
   the cap is closed as soon as it is accepted.  0 = no cap (the default).
 
-The CLI flags store into ``FROM_CLI`` (through ``SetLimit``), which each
-``ProxyState`` copies when it is created.
+The CLI builds one ``DownstreamLimits`` from its flags (``from_args``) and
+hands it to ``ProxyState``.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
 
 class DownstreamLimits:
@@ -34,22 +33,14 @@ class DownstreamLimits:
         return DownstreamLimits(self.request_headers_timeout, self.idle_timeout, self.max_connections)
 
 
-#: What the command line asked for (defaults until a flag says otherwise).
-FROM_CLI = DownstreamLimits()
-
-
-class SetLimit(argparse.Action):
-    """argparse action: store the value on the namespace and in ``FROM_CLI``."""
-
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
-        setattr(namespace, self.dest, values)
-        setattr(FROM_CLI, self.dest, values)
-
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--request-headers-timeout", dest="request_headers_timeout", type=float, default=0.0, action=SetLimit,
+    p.add_argument("--request-headers-timeout", dest="request_headers_timeout", type=float, default=0.0,
                    metavar="SECONDS", help="408 a client that takes longer to send a request head (0: off, Istio's sidecar default)")
-    p.add_argument("--downstream-idle-timeout", dest="idle_timeout", type=float, default=3600.0, action=SetLimit,
+    p.add_argument("--downstream-idle-timeout", dest="idle_timeout", type=float, default=3600.0,
                    metavar="SECONDS", help="close kept-alive client connections idle this long (Envoy default 3600; 0: never)")
-    p.add_argument("--max-downstream-connections", dest="max_connections", type=int, default=0, action=SetLimit,
+    p.add_argument("--max-downstream-connections", dest="max_connections", type=int, default=0,
                    metavar="N", help="close client connections accepted over this many (0: no cap)")
+
+
+def from_args(args: argparse.Namespace) -> DownstreamLimits:
+    return DownstreamLimits(args.request_headers_timeout, args.idle_timeout, args.max_connections)

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from ..core.endpoints import Endpoint
 from ..core.snapshot import ListenerSpec, Snapshot
 from .downstream import DownstreamConnection
+from .limits import DownstreamLimits
 from .upstream import UpstreamPool
 
 log = logging.getLogger("meshproxy.server")
@@ -62,7 +63,8 @@ _ = array  # keep the import list honest for platforms without fcntl ioctl
 class ProxyState:
     """Everything the data path shares across connections."""
 
-    def __init__(self, snapshot: Snapshot, *, codec: str = "httptools", rng: random.Random | None = None) -> None:
+    def __init__(self, snapshot: Snapshot, *, codec: str = "httptools", rng: random.Random | None = None,
+                 limits: DownstreamLimits | None = None) -> None:
         self.snapshot = snapshot
         self.loop = asyncio.get_event_loop()
         server_codec, client_codec = codec_factories(codec)
@@ -89,9 +91,8 @@ class ProxyState:
         self.reload_failures = 0
         #: Add to ``loop.time()`` for wall-clock time (access log START_TIME).
         self.wall_offset = time.time() - self.loop.time()
-        #: Downstream limits (request-headers timeout, idle timeout, connection cap) from the CLI.
-        from .limits import FROM_CLI
-        self.limits = FROM_CLI.copy()
+        #: Downstream limits (request-headers timeout, idle timeout, connection cap); the CLI sets them.
+        self.limits = limits if limits is not None else DownstreamLimits()
         #: The downstream idle sweep's timer (meshproxy.transport.downstream), while it runs.
         self.idle_sweep: Any = None
         #: Connections closed by the cap / the idle timeout / the request-headers timeout.
