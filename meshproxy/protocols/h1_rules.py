@@ -346,6 +346,20 @@ def _joined(headers: Headers, name: bytes) -> bytes | None:
     return b",".join(values)
 
 
+# the headers finish_request / finish_response look at
+_FRAMING_NAMES = frozenset((b"connection", b"upgrade", b"content-length", b"transfer-encoding", b"host"))
+
+
+def _framing_headers(headers: Headers) -> dict[bytes, bytes]:
+    """``{name: _joined(headers, name)}`` for the names in ``_FRAMING_NAMES`` present, in one pass."""
+    found: dict[bytes, bytes] = {}
+    for k, v in headers:
+        if k in _FRAMING_NAMES:
+            prev = found.get(k)
+            found[k] = v if prev is None else prev + b"," + v
+    return found
+
+
 def _connection_rejected(headers: Headers, connection: bytes) -> bool:
     """Utility::sanitizeConnectionHeader's refusals (it also strips; that is the core's job)."""
     tokens = [t for t in connection.split(b",") if t]
@@ -388,10 +402,11 @@ def finish_request(
     ``headers`` are lower-cased and stripped, count and per-line checks already done.  Returns
     the ``RequestHead`` (``upgrade`` set for CONNECT and non-h2c upgrades) or raises.
     """
-    connection = _joined(headers, b"connection")
+    found = _framing_headers(headers)  # only Connection changes when the headers do below
+    connection = found.get(b"connection")
     upgrade = False
     if connection is not None and b"upgrade" in _tokens(connection):
-        up = _joined(headers, b"upgrade")
+        up = found.get(b"upgrade")
         if up is not None:
             if up.lower() == b"h2c":
                 headers = _strip_h2c(headers)
@@ -400,7 +415,7 @@ def finish_request(
                 upgrade = True
     is_connect = method == b"CONNECT"
     content_length: int | None = None
-    cl = _joined(headers, b"content-length")  # at most one: Balsa refuses a second
+    cl = found.get(b"content-length")  # at most one: Balsa refuses a second
     if is_connect:
         if cl is not None:
             if cl != b"0":
@@ -408,7 +423,7 @@ def finish_request(
             headers = [(k, v) for k, v in headers if k != b"content-length"]
             cl = None
         upgrade = True
-    te = _joined(headers, b"transfer-encoding")
+    te = found.get(b"transfer-encoding")
     if te is not None and cl is not None:
         raise ProtocolError(400, CHUNKED_CONTENT_LENGTH)
     chunked = False
@@ -423,7 +438,7 @@ def finish_request(
     check_target(method, target)
     if version != b"HTTP/1.1":
         raise ProtocolError(426, LOW_VERSION)
-    host = _joined(headers, b"host")
+    host = found.get(b"host")
     absolute = not is_connect and target[0] not in (0x2F, 0x2A)
     if not (absolute or is_connect):  # else Envoy takes :authority from the target
         if host is None:
@@ -495,8 +510,9 @@ def finish_response(
     request_method: str,
 ) -> tuple[ResponseHead, int]:
     """Envoy's client-codec checks for a tokenized response; returns the head and its body mode."""
-    cl = _joined(headers, b"content-length")
-    te = _joined(headers, b"transfer-encoding")
+    found = _framing_headers(headers)
+    cl = found.get(b"content-length")
+    te = found.get(b"transfer-encoding")
     if te is not None and cl is not None:
         raise upstream_error(False)
     chunked = False
@@ -513,7 +529,7 @@ def finish_response(
             headers = [(k, v) for k, v in headers if k != b"content-length"]
             cl = None
     content_length = int(cl) if cl is not None else None
-    connection = _joined(headers, b"connection")
+    connection = found.get(b"connection")
     tokens = _tokens(connection) if connection is not None else []
     if version == b"HTTP/1.1":
         keep_alive = b"close" not in tokens

@@ -7,7 +7,14 @@ How it is built, and why:
 * The codec finds each head's end itself (the first LF [CR] LF) and gives llhttp exactly that
   head.  llhttp never sees a body, so the codec always knows where every message starts and
   ends -- pipelined requests, smuggling attempts and a head llhttp refuses are all judged on
-  the exact bytes of that message.
+  the exact bytes of that message.  On the common path the end is found with one fast search
+  for CRLF CRLF: that is the first LF [CR] LF unless an LF without a CR before it comes
+  earlier, and llhttp refuses every head with such a bare LF, so a head llhttp accepts was cut
+  right -- one it refuses is cut again with the exact search before anything is decided.
+* One llhttp parser per connection: a request parser goes on to the next message when llhttp
+  finished the last one (no body, keep-alive), else it is re-initialized (``__init__`` again
+  is ``llhttp_init``: a new parser without the allocations); a response parser is
+  re-initialized for every head, since llhttp would wait for the body it never sees.
 * llhttp is stricter than Envoy in places (LF-only lines, folded headers, tabs in the request
   line, ``MSEARCH``, a bare CR in a value) and laxer in others (``M-SEARCH``, absolute URLs
   Envoy's URL parser refuses, HTTP/2.0, ``gzip, chunked``, control characters in a reason
@@ -57,12 +64,19 @@ _RAW = 5  # after an upgrade / CONNECT (requests) or 101 / close-delimited (resp
 _CLOSED = 6  # the last message said Connection: close; later bytes are ignored
 _DEAD = 7  # after a protocol error
 
-_METHOD_FIRST = frozenset(m[0] for m in rules.METHODS)
+_METHODS = rules.METHODS
+_METHOD_FIRST = frozenset(m[0] for m in _METHODS)
 # headers the codec looks at; a request with any but Host takes the general (slower) path
 _PLAIN_CONNECTION = (b"keep-alive", b"close")
 _WATCHED = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade"))
 _HEAD_END = re.compile(rb"\n\r?\n").search  # the blank line ending a head (one pass)
+# ServerCodec._run's "usual" request line: METHOD SP target SP HTTP/1.1 CRLF, where METHOD is the
+# text before the first SP (neither starting with SP/HT) and the target starts with neither.
+_USUAL_LINE = re.compile(rb"[^ \t\n][^ \n]* [^ \t\n][^\n]* HTTP/1\.1\r\n").match
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]+)(?:[ \t;][^\r\n]*)?\r\n")
+_BODY_NONE = rules.BODY_NONE
+_BODY_LENGTH = rules.BODY_LENGTH
+_BODY_CHUNKED = rules.BODY_CHUNKED
 _MAX_CHUNK_LINE = rules.MAX_CHUNK_LINE
 _MAX_CONTENT_LENGTH = rules.MAX_CONTENT_LENGTH
 
@@ -83,9 +97,19 @@ def _host_ok(host: bytes) -> bool:
 
 class _Collected:
     """llhttp's callbacks for one head: the target, the header list (names lower-cased, values
-    stripped) and the few headers the codec itself must look at (``watched``)."""
+    stripped) and the few headers the codec itself must look at (``watched``).  One per codec,
+    reset before each head."""
 
     __slots__ = ("url", "reason", "headers", "watched")
+
+    # Callbacks httptools looks up but the codec has no use for: None, so llhttp never calls
+    # into Python for them (and httptools finds them without a failed attribute lookup).
+    on_message_begin = None
+    on_headers_complete = None
+    on_body = None
+    on_message_complete = None
+    on_chunk_header = None
+    on_chunk_complete = None
 
     def __init__(self) -> None:
         self.url = b""
@@ -101,13 +125,10 @@ class _Collected:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace
-        self.headers.append((name, value))
+        pair = (name, value.rstrip(b" \t"))  # llhttp keeps trailing whitespace
+        self.headers.append(pair)
         if name in _WATCHED:
-            self.watched.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        pass
+            self.watched.append(pair)
 
 
 class _Framing:
@@ -208,13 +229,14 @@ class _Framing:
 class ServerCodec(_Framing):
     """Parses requests from a downstream client; see the module docstring."""
 
-    __slots__ = ("_handler", "_parser", "_col")
+    __slots__ = ("_handler", "_parser", "_col", "_fresh")
 
     def __init__(self, handler: RequestHandler, *, max_header_bytes: int = rules.MAX_REQUEST_HEAD_BYTES, max_headers: int = rules.MAX_HEADERS) -> None:
         super().__init__(max_header_bytes, max_headers)
         self._handler = handler
-        self._col = _Collected()
-        self._parser: HttpRequestParser | None = None
+        self._col = col = _Collected()
+        self._parser = HttpRequestParser(col)
+        self._fresh = True  # llhttp waits for the start of a message (else re-initialize it)
 
     def feed(self, data: bytes) -> None:
         state = self._state
@@ -263,38 +285,48 @@ class ServerCodec(_Framing):
                     pos = rules.skip_blank_lines(data, pos)
                     if pos == n:
                         return
-                nl = data.find(b"\n", pos)
-                # the usual "METHOD SP target SP HTTP/1.1 CRLF" line, recognised cheaply
-                sp = data.find(b" ", pos, nl)
-                usual = (
-                    sp > pos
-                    and nl - 10 > sp + 1
-                    and data[sp + 1] not in (32, 9)
-                    and data[pos] not in (32, 9)
-                    and data.startswith(b" HTTP/1.1\r", nl - 10)
-                )
-                if nl >= 0 and not usual and rules.headerless(data, pos, nl):
-                    end = nl + 1  # HTTP/0.9: the request line is the whole request
-                else:
-                    m = _HEAD_END(data, pos)
-                    end = m.end() if m is not None else -1
-                if end < 0:
-                    if n - pos > self._max_head:
+                head = None
+                if _USUAL_LINE(data, pos) is not None:
+                    # The usual "METHOD SP target SP HTTP/1.1 CRLF" line.  Guess that the head
+                    # ends at the first CRLF CRLF: right whenever llhttp accepts the head (it
+                    # refuses a bare LF, the only way a blank line could come earlier); when it
+                    # refuses, _parse_head returns None and the exact search below decides.
+                    end = data.find(b"\r\n\r\n", pos) + 4
+                    if end > 3 and end - pos <= self._max_head:
+                        head = self._parse_head(data[pos:end] if pos or end != n else data, True, True)
+                if head is None:
+                    nl = data.find(b"\n", pos)
+                    # the usual "METHOD SP target SP HTTP/1.1 CRLF" line, recognised cheaply
+                    sp = data.find(b" ", pos, nl)
+                    usual = (
+                        sp > pos
+                        and nl - 10 > sp + 1
+                        and data[sp + 1] not in (32, 9)
+                        and data[pos] not in (32, 9)
+                        and data.startswith(b" HTTP/1.1\r", nl - 10)
+                    )
+                    if nl >= 0 and not usual and rules.headerless(data, pos, nl):
+                        end = nl + 1  # HTTP/0.9: the request line is the whole request
+                    else:
+                        m = _HEAD_END(data, pos)
+                        end = m.end() if m is not None else -1
+                    if end < 0:
+                        if n - pos > self._max_head:
+                            raise ProtocolError(431, rules.HEADERS_TOO_LARGE)
+                        if nl >= 0 and not self._line_checked:
+                            self._line_checked = True
+                            early = rules.early_request_line_error(data, pos)
+                            if early is not None:
+                                raise early
+                        self._keep(data, pos)
+                        return
+                    if end - pos > self._max_head:
                         raise ProtocolError(431, rules.HEADERS_TOO_LARGE)
-                    if nl >= 0 and not self._line_checked:
-                        self._line_checked = True
-                        early = rules.early_request_line_error(data, pos)
-                        if early is not None:
-                            raise early
-                    self._keep(data, pos)
-                    return
-                if end - pos > self._max_head:
-                    raise ProtocolError(431, rules.HEADERS_TOO_LARGE)
+                    if end == nl + 1:
+                        head = rules.parse_request_head(data[pos:end], self._max_headers)
+                    else:
+                        head = self._parse_head(data[pos:end] if pos or end != n else data, usual, False)
                 self._line_checked = False
-                if end == nl + 1:
-                    head = rules.parse_request_head(data[pos:end], self._max_headers)
-                else:
-                    head = self._parse_head(data[pos:end] if pos or end != n else data, usual)
                 pos = end
                 handler.on_request_head(head)
                 if head.upgrade:
@@ -302,15 +334,16 @@ class ServerCodec(_Framing):
                     if pos < n:
                         handler.on_request_data(data[pos:])
                     return
-                self._chunked = head.chunked
-                self._keep_alive = head.keep_alive
-                if head.chunked:
+                self._chunked = chunked = head.chunked
+                self._keep_alive = keep_alive = head.keep_alive
+                if chunked:
                     self._state = _CHUNK_SIZE
                 elif head.content_length:
                     self._remaining = head.content_length
                     self._state = _BODY
-                else:
-                    self._end(None)
+                else:  # self._end(None), inlined
+                    self._state = _HEAD if keep_alive else _CLOSED
+                    handler.on_request_end(None)
             elif state == _BODY:
                 take = n - pos
                 remaining = self._remaining
@@ -323,8 +356,9 @@ class ServerCodec(_Framing):
                 if not remaining:
                     if self._chunked:
                         self._state = _CHUNK_END
-                    else:
-                        self._end(None)
+                    else:  # self._end(None), inlined
+                        self._state = _HEAD if self._keep_alive else _CLOSED
+                        handler.on_request_end(None)
             elif state == _CHUNK_SIZE:
                 end = self._chunk_size(data, pos)
                 if end < 0:
@@ -351,40 +385,44 @@ class ServerCodec(_Framing):
         self._state = _HEAD if self._keep_alive else _CLOSED
         self._handler.on_request_end(trailers)
 
-    def _parse_head(self, head: bytes, usual: bool) -> RequestHead:
+    def _parse_head(self, head: bytes, usual: bool, guessed: bool) -> RequestHead | None:
         """One complete head (first byte through the blank line) to a ``RequestHead``.
 
-        ``usual``: the request line is "METHOD SP target SP HTTP/1.1" (see ``_run``)."""
+        ``usual``: the request line is "METHOD SP target SP HTTP/1.1" (see ``_run``).
+        ``guessed``: the head's end is a guess, right if llhttp accepts the head; returns None
+        if it does not."""
         if head[0] not in _METHOD_FIRST:
             raise rules.codec_error()
         parser = self._parser
         col = self._col
-        if parser is None:
-            col = self._col = _Collected()
-            parser = self._parser = HttpRequestParser(col)
+        fresh = self._fresh
+        if fresh:
+            self._fresh = False  # until this message proves to leave llhttp ready for the next
         else:
-            col.url = b""
-            col.headers = []
-            col.watched = []
+            parser.__init__(col)  # llhttp_init again: the same as a new parser, cheaper
+        col.url = b""
+        col.headers = headers = []
+        col.watched = watched = []
         clean = True
         try:
             parser.feed_data(head)
         except HttpParserUpgrade:
-            self._parser = None
             clean = False
         except HttpParserError:
-            self._parser = None
+            if guessed:
+                # The exact attempt meets llhttp as this one did: re-initialized again, or (as
+                # the parser of the last message) still refusing, as it would refuse that head.
+                self._fresh = fresh
+                return None
             return rules.parse_request_head(head, self._max_headers)
-        headers = col.headers
         if len(headers) > self._max_headers:
             raise ProtocolError(431, rules.TOO_MANY_HEADERS)
         method_b = parser.get_method()
-        method = rules.METHODS.get(method_b)
+        method = _METHODS.get(method_b)
         if method is None:
             raise rules.codec_error()
         url = col.url
         if not url:  # llhttp takes "CONNECT \r\n" as HTTP/0.9 with no target
-            self._parser = None
             return rules.parse_request_head(head, self._max_headers)
         # The common case stays here: origin-form target, HTTP/1.1, and of the watched headers
         # one Host, maybe a Content-Length (llhttp refused duplicates and bad values) and a
@@ -394,36 +432,34 @@ class ServerCodec(_Framing):
         keep_alive = True
         general = not usual or url[0] != 0x2F or method_b == b"CONNECT"
         if not general:
-            for name, value in col.watched:
+            for name, value in watched:
                 if name == b"host" and host is None:
                     host = value
                 elif name == b"content-length":
                     content_length = value
-                elif name == b"connection" and value.lower() in _PLAIN_CONNECTION:
-                    keep_alive = value.lower() != b"close"
+                elif name == b"connection" and (value := value.lower()) in _PLAIN_CONNECTION:
+                    keep_alive = value != b"close"
                 else:
                     general = True
                     break
         if general:
-            self._parser = None
             if not rules.target_is_valid(url, method_b == b"CONNECT"):
                 raise rules.codec_error()
             version = parser.get_http_version()
             head_obj = rules.finish_request(method_b, url, b"HTTP/" + version.encode(), headers)
             if clean and not (head_obj.upgrade or head_obj.chunked or head_obj.content_length) and head_obj.keep_alive:
-                self._parser = parser  # llhttp finished this message and can take the next
+                self._fresh = True  # llhttp finished this message and can take the next
             return head_obj
         if host is None:
             raise ProtocolError(400, rules.MISSING_HOST)
-        if not _host_ok(host):
+        ok = _valid_hosts.get(host)
+        if ok is None:
+            ok = _host_ok(host)
+        if not ok:
             raise ProtocolError(400, rules.INVALID_AUTHORITY)
-        length: int | None = None
-        if content_length is not None:
-            length = int(content_length)
-            if length:
-                self._parser = None  # llhttp now expects a body it will not see
-        if not keep_alive:
-            self._parser = None
+        length = None if content_length is None else int(content_length)
+        if clean and keep_alive and not length:
+            self._fresh = True  # llhttp finished this message and can take the next
         return RequestHead(method, url.decode("latin-1"), "1.1", headers, keep_alive, False, length, False)
 
 
@@ -444,11 +480,13 @@ class ClientCodec(_Framing):
     * The default head limit is 80 KiB, Envoy's ``max_response_headers_kb`` default.
     """
 
-    __slots__ = ("_handler", "_pending", "_method", "_started", "_seen")
+    __slots__ = ("_handler", "_pending", "_method", "_started", "_seen", "_parser", "_col")
 
     def __init__(self, handler: ResponseHandler, *, max_header_bytes: int = rules.MAX_RESPONSE_HEAD_BYTES, max_headers: int = rules.MAX_HEADERS) -> None:
         super().__init__(max_header_bytes, max_headers)
         self._handler = handler
+        self._col = col = _Collected()
+        self._parser = HttpResponseParser(col)
         self._pending: deque[str] = deque()
         self._method = ""
         self._started = False  # a final head of the current response was delivered
@@ -521,17 +559,26 @@ class ClientCodec(_Framing):
                     self._seen = True
                 if data[pos] != 0x48:  # Envoy: a response starts with 'H'
                     raise rules.upstream_error(False)
-                m = _HEAD_END(data, pos)
-                end = m.end() if m is not None else -1
-                if end < 0:
-                    if n - pos > self._max_head:
+                # Guess that the head ends at the first CRLF CRLF: right whenever llhttp accepts
+                # the head (it refuses a bare LF, the only way a blank line could come earlier);
+                # when it refuses, _parse_head returns None and the exact search decides.
+                parsed = None
+                end = data.find(b"\r\n\r\n", pos) + 4
+                if end > 3 and end - pos <= self._max_head:
+                    parsed = self._parse_head(data[pos:end] if pos or end != n else data, True)
+                if parsed is None:
+                    m = _HEAD_END(data, pos)
+                    end = m.end() if m is not None else -1
+                    if end < 0:
+                        if n - pos > self._max_head:
+                            raise rules.upstream_error(False)
+                        self._line_checked = True
+                        self._keep(data, pos)
+                        return
+                    if end - pos > self._max_head:
                         raise rules.upstream_error(False)
-                    self._line_checked = True
-                    self._keep(data, pos)
-                    return
-                if end - pos > self._max_head:
-                    raise rules.upstream_error(False)
-                head, mode = self._parse_head(data[pos:end] if pos or end != n else data)
+                    parsed = self._parse_head(data[pos:end] if pos or end != n else data, False)
+                head, mode = parsed
                 pos = end
                 status = head.status
                 if 100 <= status < 200 and status != 101:
@@ -540,13 +587,13 @@ class ClientCodec(_Framing):
                 self._started = True
                 self._keep_alive = head.keep_alive
                 handler.on_response_head(head)
-                if mode == rules.BODY_NONE:
-                    self._end(None)
-                elif mode == rules.BODY_LENGTH:
+                if mode == _BODY_LENGTH:
                     self._remaining = head.content_length  # type: ignore[assignment]
                     self._chunked = False
                     self._state = _BODY
-                elif mode == rules.BODY_CHUNKED:
+                elif mode == _BODY_NONE:
+                    self._end(None)
+                elif mode == _BODY_CHUNKED:
                     self._chunked = True
                     self._state = _CHUNK_SIZE
                 else:
@@ -566,8 +613,11 @@ class ClientCodec(_Framing):
                 if not remaining:
                     if self._chunked:
                         self._state = _CHUNK_END
-                    else:
-                        self._end(None)
+                    else:  # self._end(None), inlined
+                        self._started = False
+                        self._seen = False
+                        self._state = _HEAD if self._keep_alive else _CLOSED
+                        handler.on_response_end(None)
             elif state == _CHUNK_SIZE:
                 end = self._chunk_size(data, pos)
                 if end < 0:
@@ -596,36 +646,69 @@ class ClientCodec(_Framing):
         self._state = _HEAD if self._keep_alive else _CLOSED
         self._handler.on_response_end(trailers)
 
-    def _parse_head(self, head: bytes) -> tuple[ResponseHead, int]:
-        # llhttp keeps state after a head whose body it never saw: a fresh parser each time
-        col = _Collected()
-        parser = HttpResponseParser(col)
+    def _parse_head(self, head: bytes, guessed: bool) -> tuple[ResponseHead, int] | None:
+        """One complete head to a ``ResponseHead`` and its body mode.  ``guessed``: the head's
+        end is a guess, right if llhttp accepts the head; returns None if it does not."""
+        # llhttp keeps state after a head whose body it never saw: llhttp_init it for each head
+        # (calling __init__ again is exactly a new parser, minus the allocations)
+        parser = self._parser
+        col = self._col
+        parser.__init__(col)
+        col.reason = b""
+        col.headers = headers = []
+        col.watched = watched = []
         try:
             parser.feed_data(head)
         except HttpParserError:
+            if guessed:
+                return None
             try:
                 return rules.parse_response_head(head, self._method, self._max_headers)
             except ProtocolError:
                 raise rules.upstream_error(False) from None
         except HttpParserUpgrade:
             pass
-        headers = col.headers
         if len(headers) > self._max_headers:
             raise rules.upstream_error(False)
         reason = col.reason
-        if rules.has_invalid_chars(reason):  # llhttp allows control characters there
+        if reason != b"OK" and rules.has_invalid_chars(reason):  # llhttp allows control characters there
             raise rules.upstream_error(False)
-        watched = col.watched
         status = parser.get_status_code()
-        version = b"HTTP/1.1" if head.startswith(b"HTTP/1.1") else head[:8]
-        if (len(watched) != 1 or watched[0][0] != b"content-length" or status < 200 or status in (204, 304)
-                or self._method == "HEAD" or version != b"HTTP/1.1"):
-            return rules.finish_response(version, status, reason, headers, self._method)
-        content_length = int(watched[0][1])
-        if content_length > _MAX_CONTENT_LENGTH:
-            raise rules.upstream_error(False)
-        response = ResponseHead(status, reason.strip(b" \t"), "1.1", headers, True, False, content_length)
-        return response, (rules.BODY_LENGTH if content_length else rules.BODY_NONE)
+        if head.startswith(b"HTTP/1.1"):
+            if 200 <= status and status != 204 and status != 304 and self._method != "HEAD":
+                # The common case, decided here exactly as rules.finish_response would: one
+                # Content-Length (llhttp refused bad values) or one chunked Transfer-Encoding,
+                # at most one Connection header.
+                content_length: bytes | None = None
+                te: bytes | None = None
+                connection: bytes | None = None
+                for name, value in watched:
+                    if name == b"content-length" and content_length is None:
+                        content_length = value
+                    elif name == b"connection" and connection is None:
+                        connection = value
+                    elif name == b"transfer-encoding" and te is None:
+                        te = value
+                    elif name != b"upgrade":  # finish_response does not look at Upgrade
+                        break
+                else:
+                    if connection is None:
+                        keep_alive = True
+                    else:
+                        low = connection.lower()
+                        keep_alive = low == b"keep-alive" or (low != b"close" and b"close" not in rules._tokens(connection))
+                    if te is None:
+                        if content_length is not None:
+                            length = int(content_length)
+                            response = ResponseHead(status, reason.strip(b" \t"), "1.1", headers, keep_alive, False, length)
+                            return response, (_BODY_LENGTH if length else _BODY_NONE)
+                    elif content_length is None and te.lower() == b"chunked":
+                        response = ResponseHead(status, reason.strip(b" \t"), "1.1", headers, keep_alive, True, None)
+                        return response, _BODY_CHUNKED
+            version = b"HTTP/1.1"
+        else:
+            version = head[:8]
+        return rules.finish_response(version, status, reason, headers, self._method)
 
 
 # --- encoders -------------------------------------------------------------------------------
