@@ -35,6 +35,19 @@ class ProxyCollector(Collector):
         for host, n in sorted(state.pool.stats().items()):
             idle.add_metric([host], n)
         yield idle
+        yield CounterMetricFamily("envoy_cluster_upstream_rq_retry", "Upstream retries", value=state.upstream_rq_retry)
+        stats: dict[str, CounterMetricFamily] = {}
+        for cluster in state.snapshot.clusters.values():
+            for source in (getattr(cluster, "circuit", None), getattr(cluster, "outlier", None)):
+                if source is None:
+                    continue
+                for key, value in source.stats().items():
+                    family = stats.get(key)
+                    if family is None:
+                        family = stats[key] = CounterMetricFamily(
+                            f"envoy_cluster_{key.removesuffix('_total')}", f"Envoy cluster stat {key}", labels=["cluster_name"])
+                    family.add_metric([cluster.name], value)
+        yield from stats.values()
         yield GaugeMetricFamily("meshproxy_config_version", "Version of the config being served", value=state.snapshot.version)
         yield CounterMetricFamily("meshproxy_config_reloads", "Config reloads that took effect", value=state.reloads)
         yield CounterMetricFamily("meshproxy_config_reload_failures", "Config reloads refused (the old config kept serving)", value=state.reload_failures)

@@ -89,6 +89,8 @@ class ProxyState:
         #: Config reloads that took effect / were refused (counted for /stats and Prometheus).
         self.reloads = 0
         self.reload_failures = 0
+        #: Upstream retries started (Envoy's cluster.upstream_rq_retry, summed over clusters).
+        self.upstream_rq_retry = 0
         #: Add to ``loop.time()`` for wall-clock time (access log START_TIME).
         self.wall_offset = time.time() - self.loop.time()
         #: Downstream limits (request-headers timeout, idle timeout, connection cap); the CLI sets them.

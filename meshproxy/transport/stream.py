@@ -842,6 +842,7 @@ class ProxyStream:
         self.retry_handle = self.state.loop.call_later(delay, self._retry)
 
     def _retry(self) -> None:
+        self.state.upstream_rq_retry += 1
         self.retry_handle = None
         if self.holds_retry:
             # Envoy holds the retry slot for the backoff; the new attempt is an ordinary request.

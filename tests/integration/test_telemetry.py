@@ -183,3 +183,31 @@ def test_tracing_end_to_end_b3_headers_and_zipkin_spans(tmp_path) -> None:  # ty
     assert span["tags"]["upstream_cluster"] == "outbound|9080||reviews.default.svc.cluster.local"
     assert span["tags"]["guid:x-request-id"] == "fixed-id"
     assert by_trace[seen["x-b3-traceid"]]["tags"]["http.url"].endswith("/api/1")
+
+
+def test_proxy_level_retry_and_cluster_stats(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from tests.support.ports import free_port
+
+    dead = free_port()
+    config = dedent(CONFIG.format(port=dead)) + dedent(
+        """
+        ---
+        apiVersion: networking.istio.io/v1
+        kind: DestinationRule
+        metadata: {name: reviews, namespace: default}
+        spec:
+          host: reviews
+          trafficPolicy:
+            connectionPool: {http: {http1MaxPendingRequests: 10}}
+            outlierDetection: {consecutive5xxErrors: 3, interval: 1s, baseEjectionTime: 1s}
+        """
+    )
+    path = write_config(config, str(tmp_path))
+    with MeshproxyProcess.sidecar([path]) as p:
+        with Connection(p.port) as c:
+            assert c.request("GET", "/api", "reviews:9080").status == 503
+        families = scrape(p.stats_port)
+    retries = families["envoy_cluster_upstream_rq_retry"][0].value
+    assert retries == 2  # Istio's default policy: two retries on connect-failure
+    assert "envoy_cluster_upstream_rq_pending_overflow" in families
+    assert "envoy_cluster_outlier_detection_ejections_enforced" in families, sorted(families)
