@@ -59,6 +59,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--zipkin-address", default=None, metavar="HOST:PORT",
                    help="send spans to this Zipkin collector (MeshConfig defaultConfig.tracing.zipkin.address)")
     p.add_argument("--otlp-endpoint", default=None, metavar="URL", help="send spans as OTLP/HTTP JSON to this URL")
+    p.add_argument("--trace-propagation", choices=["b3", "b3+w3c", "w3c"], default=None,
+                   help="trace headers: b3 (Envoy's Zipkin tracer under Istio), b3+w3c (also traceparent), "
+                        "w3c (the OpenTelemetry tracer); default b3 for Zipkin, w3c for OTLP")
     p.add_argument("--trace-sampling", type=float, default=None, metavar="PERCENT",
                    help="MeshConfig defaultConfig.tracing.sampling (Istio's default: 1)")
     p.add_argument("--access-log-file", default=None, metavar="PATH",
@@ -265,8 +268,10 @@ def _tracer(args: argparse.Namespace, snapshot, workload: str):  # type: ignore[
     service = f"{args.labels.get('app', workload)}.{args.namespace}"
     if args.otlp_endpoint:
         exporter = SpanExporter(args.otlp_endpoint, format="otlp", service_name=service)
+        propagation = args.trace_propagation or "w3c"
     elif zipkin:
         exporter = SpanExporter(f"http://{zipkin}/api/v2/spans", format="zipkin", service_name=service)
+        propagation = args.trace_propagation or "b3"
     else:
         return None
     sampling = args.trace_sampling
@@ -278,6 +283,7 @@ def _tracer(args: argparse.Namespace, snapshot, workload: str):  # type: ignore[
         node_id=f"{'router' if args.mode == 'gateway' else 'sidecar'}~127.0.0.1~{workload}.{args.namespace}~{args.namespace}.svc.cluster.local",
         namespace=args.namespace,
         exporter=exporter,
+        propagation=propagation,
         canonical_service=canonical_service(args.labels, workload),
         canonical_revision=canonical_revision(args.labels),
     )

@@ -211,3 +211,33 @@ def test_proxy_level_retry_and_cluster_stats(tmp_path) -> None:  # type: ignore[
     assert retries == 2  # Istio's default policy: two retries on connect-failure
     assert "envoy_cluster_upstream_rq_pending_overflow" in families
     assert "envoy_cluster_outlier_detection_ejections_enforced" in families, sorted(families)
+
+
+def test_w3c_traceparent_joined_and_otlp_export(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import time
+
+    from tests.integration.test_span_export import Collector
+
+    collector = Collector()
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    try:
+        with BackendProcess("reviews") as backend:
+            path = write_config(dedent(CONFIG.format(port=backend.port)), str(tmp_path))
+            with MeshproxyProcess.sidecar([path], extra=[
+                    "--otlp-endpoint", f"http://127.0.0.1:{collector.port}/v1/traces", "--trace-sampling", "100"]) as p:
+                with Connection(p.port) as c:
+                    r = c.request("GET", "/api/w3c", "reviews:9080", [
+                        ("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"), ("tracestate", "vendor=x")])
+                deadline = time.monotonic() + 10
+                while time.monotonic() < deadline and not collector.spans():
+                    time.sleep(0.1)
+    finally:
+        collector.close()
+    seen = dict(r.json()["headers"])
+    version, got_trace, span_id, flags = seen["traceparent"].split("-")
+    assert (version, got_trace) == ("00", trace_id) and span_id != "00f067aa0ba902b7"
+    assert seen["tracestate"] == "vendor=x"
+    assert "x-b3-traceid" not in seen  # the OpenTelemetry tracer speaks W3C only
+    body = collector.spans()[0]
+    spans = [s for rs in body["resourceSpans"] for ss in rs["scopeSpans"] for s in ss["spans"]]
+    assert spans and spans[0]["parentSpanId"] == "00f067aa0ba902b7"
