@@ -49,6 +49,7 @@ from ..core.snapshot import DIRECT_RESPONSE, FORWARD, ORIGINAL_DST, REDIRECT, Cl
 from ..protocols.events import Headers, ProtocolError, RequestHead, ResponseHead
 from .shadow import ShadowRequest, shadow_head
 from .health import arm_outlier_timer
+from .request_head import build_upstream_head, header_value
 from .upstream import HIGH_WATER, UpstreamConnection, wake_waiter
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,34 +66,8 @@ def _connect_failure_reason(exc: BaseException) -> str:
     return "remote connection failure"
 
 
-#: Request headers Envoy strips from requests it considers external -- which,
-#: with Istio's config on Envoy >= 1.36, is every request.
-_INTERNAL_ONLY = frozenset(
-    {
-        b"x-envoy-retry-on",
-        b"x-envoy-retry-grpc-on",
-        b"x-envoy-max-retries",
-        b"x-envoy-upstream-alt-stat-name",
-        b"x-envoy-upstream-rq-timeout-ms",
-        b"x-envoy-upstream-rq-per-try-timeout-ms",
-        b"x-envoy-upstream-rq-timeout-alt-response",
-        b"x-envoy-hedge-on-per-try-timeout",
-        b"x-envoy-retriable-status-codes",
-        b"x-envoy-retriable-header-names",
-        b"x-envoy-expected-rq-timeout-ms",
-        b"x-envoy-internal",
-        b"x-envoy-attempt-count",
-    }
-)
-_INTERNAL_ONLY = _INTERNAL_ONLY | {b"x-forwarded-client-cert"}  # SANITIZE, Envoy's default on a sidecar
-_EDGE_STRIP = _INTERNAL_ONLY | {b"x-envoy-decorator-operation", b"x-envoy-downstream-service-cluster", b"x-envoy-downstream-service-node"}
-#: Set by the proxy itself when it rewrites; a client's values are dropped.
-_ORIGINAL_HEADERS = frozenset({b"x-envoy-original-path", b"x-envoy-original-host"})
-#: Request headers the one-pass sidecar serializer must look at; all others are copied as they are.
-_PLAIN_SPECIAL = HOP_BY_HOP | _INTERNAL_ONLY | _ORIGINAL_HEADERS | {b"host", b"x-request-id", b"x-forwarded-proto"}
 #: Response headers the proxy replaces or drops.
 _RESPONSE_SPECIAL = HOP_BY_HOP | {b"server", b"date", b"x-envoy-upstream-service-time"}
-_ATTEMPT_SLOT = (b"x-envoy-attempt-count", b"")
 _TIMEOUT_BODY = b"upstream request timeout"
 
 
@@ -118,13 +93,6 @@ def _host_header(headers: Headers) -> str:
         if k == b"host":
             found = v if found is None else found + b"," + v
     return found.decode("latin-1") if found is not None else ""
-
-
-def _host_header_value(headers: Headers, name: bytes) -> bytes | None:
-    for k, v in headers:
-        if k == name:
-            return v
-    return None
 
 
 class ProxyStream:
@@ -476,152 +444,7 @@ class ProxyStream:
                 shadow.feed(data)
 
     def _build_upstream_head(self, req: RequestContext, route: Route, dest: WeightedDestination) -> tuple[bytes, bytes]:
-        """The upstream request head, split where ``x-envoy-attempt-count`` goes.
-
-        Header order is Envoy's: ``host`` first, the client's headers in their
-        order (hop-by-hop ones dropped, ``te`` cut to ``trailers``), then
-        ``x-forwarded-proto``, (gateway) ``x-envoy-external-address``,
-        ``x-request-id``, ``x-envoy-attempt-count``, then the route's header
-        edits, and ``transfer-encoding`` last.
-        """
-        state = self.state
-        head = self.head
-        edge = state.snapshot.proxy.edge
-        tracer = state.tracer
-        if tracer is None and not edge and route.plain and dest.request_headers is None:
-            fast = self._plain_upstream_head(req)
-            if fast is not None:
-                return fast
-        span = None
-        trace_drop: frozenset[bytes] = frozenset()
-        rid: bytes | None = None
-        if tracer is not None:
-            # The request id decides sampling (Envoy packs its decision into it), so settle it first.
-            incoming = _host_header_value(head.headers, b"x-request-id")
-            rid = incoming if incoming and not edge else self._new_request_id()
-            span = self.span = tracer.start(head.headers, method=head.method, authority=req.authority,
-                                            path=req.path_and_query, request_id=rid,
-                                            peer_address=self.down.remote_address)
-            if span.request_id is not None and span.request_id != incoming:
-                rid = self.request_id = span.request_id
-            trace_drop = span.TRACE_HEADERS
-        path = req.path
-        original: bytes | None = None
-        if route.prefix_rewrite is not None or route.path_rewrite is not None or route.regex_rewrite is not None:
-            new_path = route.rewrite_path(path)
-            if new_path != path:
-                original = req.path_and_query.encode("latin-1")
-            path = new_path
-        target = f"{path}?{req.query}" if req.query else path
-        authority = route.host_rewrite or req.authority
-        headers: Headers = [(b"host", authority.encode("latin-1"))]
-        append = headers.append
-        drop: frozenset[bytes] = HOP_BY_HOP
-        strip = _EDGE_STRIP if edge else _INTERNAL_ONLY
-        has_request_id = False
-        has_proto = False
-        has_xff = False
-        has_external = False
-        peer = self.down.peer_ip
-        for k, v in head.headers:
-            if k in drop:
-                if k == b"connection":
-                    tokens = frozenset(t.strip().lower() for t in v.split(b",") if t.strip())
-                    drop = HOP_BY_HOP | tokens
-                    headers = [h for h in headers if h[0] not in tokens or h[0] == b"host"]
-                    append = headers.append
-                elif k == b"te" and b"trailers" in v.lower():
-                    append((b"te", b"trailers"))
-                continue
-            if k in strip or k == b"host" or k in trace_drop:
-                continue
-            if k == b"x-request-id":
-                if has_request_id:
-                    continue
-                has_request_id = True
-                if rid is not None:
-                    v = rid
-                elif edge or not v:
-                    # The edge does not trust a client's id; an empty one is replaced anywhere.
-                    v = self._new_request_id()
-            elif k == b"x-forwarded-proto":
-                has_proto = True
-                if edge:
-                    v = b"http"
-            elif k == b"x-forwarded-for" and edge:
-                has_xff = True
-                v = v + b"," + state.xff_address(peer)
-            elif k == b"x-envoy-external-address" and edge:
-                if has_external:
-                    continue
-                has_external = True
-                v = peer.encode()
-            elif k in _ORIGINAL_HEADERS:
-                continue
-            append((k, v))
-        if edge and not has_xff:
-            append((b"x-forwarded-for", state.xff_address(peer)))
-        if not has_proto:
-            append((b"x-forwarded-proto", b"http"))
-        if edge and not has_external:
-            append((b"x-envoy-external-address", peer.encode()))
-        if not has_request_id:
-            append((b"x-request-id", rid if rid is not None else self._new_request_id()))
-        if span is not None:
-            headers.extend(span.outgoing_headers())  # type: ignore[attr-defined]
-        append(_ATTEMPT_SLOT)
-        if route.host_rewrite:
-            append((b"x-envoy-original-host", req.authority.encode("latin-1")))
-        if original is not None:
-            append((b"x-envoy-original-path", original))
-        if route.request_headers is not None:
-            headers = route.request_headers.apply(headers)
-        if dest.request_headers is not None:
-            headers = dest.request_headers.apply(headers)
-        if head.chunked:
-            headers.append((b"transfer-encoding", b"chunked"))
-        at = next((i for i, h in enumerate(headers) if h is _ATTEMPT_SLOT), len(headers))
-        line = b"%s %s HTTP/1.1\r\n" % (head.method.encode(), target.encode("latin-1"))
-        prefix = line + b"".join([k + b": " + v + b"\r\n" for k, v in headers[:at]])
-        suffix = b"".join([k + b": " + v + b"\r\n" for k, v in headers[at + 1 :]]) + b"\r\n"
-        return prefix, suffix
-
-    def _plain_upstream_head(self, req: RequestContext) -> tuple[bytes, bytes] | None:
-        """The common sidecar case, serialized in one pass: no rewrite, no header edits.
-
-        Returns None when the request names hop-by-hop headers in ``Connection``
-        (the general path handles that).
-        """
-        head = self.head
-        target = req.path_and_query if req.query else req.path
-        parts = [b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (head.method.encode(), target.encode("latin-1"), req.authority.encode("latin-1"))]
-        extend = parts.extend
-        special = _PLAIN_SPECIAL
-        has_request_id = has_proto = False
-        for k, v in head.headers:
-            if k in special:
-                if k == b"x-request-id":
-                    if has_request_id:
-                        continue
-                    has_request_id = True
-                    if not v:
-                        v = self._new_request_id()
-                elif k == b"x-forwarded-proto":
-                    has_proto = True
-                elif k == b"te":
-                    if b"trailers" in v.lower():
-                        parts.append(b"te: trailers\r\n")
-                    continue
-                elif k == b"connection":
-                    return None
-                else:
-                    continue
-            extend((k, b": ", v, b"\r\n"))
-        if not has_proto:
-            parts.append(b"x-forwarded-proto: http\r\n")
-        if not has_request_id:
-            extend((b"x-request-id: ", self._new_request_id(), b"\r\n"))
-        return b"".join(parts), (b"transfer-encoding: chunked\r\n\r\n" if head.chunked else b"\r\n")
+        return build_upstream_head(self, req, route, dest)
 
     def _new_request_id(self) -> bytes:
         rid = self.request_id = new_request_id()
@@ -1206,7 +1029,7 @@ class ProxyStream:
     def log_request_header(self, name: bytes) -> bytes | None:
         if name == b"x-request-id" and self.request_id is not None:
             return self.request_id
-        return _host_header_value(self.head.headers, name)
+        return header_value(self.head.headers, name)
 
     def log_response_header(self, name: bytes) -> bytes | None:
         if name == b"x-envoy-upstream-service-time" and self.upstream_service_ms >= 0:
