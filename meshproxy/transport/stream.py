@@ -561,11 +561,13 @@ class ProxyStream:
                 circuit.end_retry()
 
     def _overflow(self) -> None:
-        """A circuit breaker refused: 503 ``... reset reason: overflow`` (UO); Envoy never retries it."""
+        """A circuit breaker refused: 503 ``... reset reason: overflow`` (UO) with Envoy's
+        ``x-envoy-overloaded: true``; Envoy never retries it."""
         self.local_reply(
             local_reply.upstream_failure(
                 "overflow", retried=self.attempts > 1, flags="UO", details="upstream_reset_before_response_started{overflow}"
-            )
+            ),
+            extra=[(b"x-envoy-overloaded", b"true")],
         )
 
     def _retry_allowed(self) -> bool:
