@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ..core.headers import HOP_BY_HOP
 from ..core.request import RequestContext
 from ..core.snapshot import Route, WeightedDestination
-from ..protocols.events import Headers
+from ..protocols.events import Headers, RequestHead
 
 if TYPE_CHECKING:  # pragma: no cover
     from .stream import ProxyStream
@@ -48,6 +48,17 @@ _ORIGINAL_HEADERS = frozenset({b"x-envoy-original-path", b"x-envoy-original-host
 #: Request headers the one-pass sidecar serializer must look at; all others are copied as they are.
 _PLAIN_SPECIAL = HOP_BY_HOP | _INTERNAL_ONLY | _ORIGINAL_HEADERS | {b"host", b"x-request-id", b"x-forwarded-proto"}
 _ATTEMPT_SLOT = (b"x-envoy-attempt-count", b"")
+
+
+#: Methods whose body-less requests Envoy forwards without adding ``content-length: 0``
+#: (measured on Envoy 1.40: POST, PUT, PATCH, OPTIONS and WebDAV methods get it).
+_NO_LENGTH_METHODS = frozenset({"GET", "HEAD", "DELETE", "TRACE", "CONNECT"})
+
+
+def needs_zero_length(head: "RequestHead") -> bool:
+    """Envoy's HTTP/1 encoder adds ``content-length: 0`` (last) to a request with no body and
+    no framing whose method may carry one (RFC 9110 §8.6: a user agent SHOULD send it)."""
+    return head.content_length is None and not head.upgrade and head.method not in _NO_LENGTH_METHODS
 
 
 def header_value(headers: Headers, name: bytes) -> bytes | None:
@@ -163,6 +174,8 @@ def build_upstream_head(stream: "ProxyStream", req: RequestContext, route: Route
         headers = dest.request_headers.apply(headers)
     if head.chunked:
         headers.append((b"transfer-encoding", b"chunked"))
+    elif needs_zero_length(head):
+        headers.append((b"content-length", b"0"))
     at = next((i for i, h in enumerate(headers) if h is _ATTEMPT_SLOT), len(headers))
     line = b"%s %s HTTP/1.1\r\n" % (head.method.encode(), target.encode("latin-1"))
     prefix = line + b"".join([k + b": " + v + b"\r\n" for k, v in headers[:at]])
@@ -204,4 +217,6 @@ def plain_upstream_head(stream: "ProxyStream", req: RequestContext) -> tuple[byt
         parts.append(b"x-forwarded-proto: http\r\n")
     if not has_request_id:
         extend((b"x-request-id: ", stream._new_request_id(), b"\r\n"))
-    return b"".join(parts), (b"transfer-encoding: chunked\r\n\r\n" if head.chunked else b"\r\n")
+    if head.chunked:
+        return b"".join(parts), b"transfer-encoding: chunked\r\n\r\n"
+    return b"".join(parts), (b"content-length: 0\r\n\r\n" if needs_zero_length(head) else b"\r\n")
