@@ -20,6 +20,8 @@ h11 is a strict RFC 9112 parser and Envoy is not, so around h11:
 
 from __future__ import annotations
 
+from typing import Callable
+
 import re
 from collections import deque
 
@@ -119,6 +121,34 @@ def _response_via_h11(head: bytes, method: str, max_headers: int) -> tuple[Respo
     )
 
 
+def _body_step(codec: "ServerCodec | ClientCodec", buf: bytearray, on_data: Callable[[bytes], None]) -> bool:
+    """One step of a Content-Length or chunked body, shared by both directions.
+
+    Hands payload to ``on_data``, ends the message when the body is complete,
+    and returns False when more input is needed before anything else can happen.
+    """
+    if codec._mode == "length":
+        piece = bytes(buf[: codec._remaining])
+        del buf[: len(piece)]
+        codec._remaining -= len(piece)
+        on_data(piece)
+        if not codec._remaining:
+            codec._finish(None)
+        return True
+    decoder = codec._decoder
+    assert decoder is not None
+    used, payload, done = decoder.feed(bytes(buf), 0)
+    del buf[:used]
+    if payload:
+        on_data(payload)
+    if decoder.error is not None:
+        raise decoder.error
+    if done:
+        codec._finish(decoder.trailers)
+        return True
+    return bool(used and buf)
+
+
 class ServerCodec:
     """Parses requests from a downstream client (same contract as ``http1.ServerCodec``)."""
 
@@ -214,24 +244,8 @@ class ServerCodec:
                     self._remaining = head.content_length
                 else:
                     self._finish(None)
-            elif mode == "length":
-                piece = bytes(buf[: self._remaining])
-                del buf[: len(piece)]
-                self._remaining -= len(piece)
-                handler.on_request_data(piece)
-                if not self._remaining:
-                    self._finish(None)
-            elif mode == "chunked":
-                assert self._decoder is not None
-                used, payload, done = self._decoder.feed(bytes(buf), 0)
-                del buf[:used]
-                if payload:
-                    handler.on_request_data(payload)
-                if self._decoder.error is not None:
-                    raise self._decoder.error
-                if done:
-                    self._finish(self._decoder.trailers)
-                elif not used or not buf:
+            elif mode == "length" or mode == "chunked":
+                if not _body_step(self, buf, handler.on_request_data):
                     return
             else:  # closed: ignore whatever follows a Connection: close request
                 buf.clear()
@@ -343,24 +357,8 @@ class ClientCodec:
                         buf.clear()
                         handler.on_response_data(rest)
                     return
-            elif mode == "length":
-                piece = bytes(buf[: self._remaining])
-                del buf[: len(piece)]
-                self._remaining -= len(piece)
-                handler.on_response_data(piece)
-                if not self._remaining:
-                    self._finish(None)
-            elif mode == "chunked":
-                assert self._decoder is not None
-                used, payload, done = self._decoder.feed(bytes(buf), 0)
-                del buf[:used]
-                if payload:
-                    handler.on_response_data(payload)
-                if self._decoder.error is not None:
-                    raise self._decoder.error
-                if done:
-                    self._finish(self._decoder.trailers)
-                elif not used or not buf:
+            elif mode == "length" or mode == "chunked":
+                if not _body_step(self, buf, handler.on_response_data):
                     return
             else:  # closed: the upstream said Connection: close and kept talking
                 raise rules.upstream_error(False)
